@@ -1,0 +1,40 @@
+"""The one error type for problems with a single request.
+
+A :class:`RequestError` carries the HTTP status the client should get, a short machine-readable type and a
+message that says what was wrong and how to fix it. The pipeline raises it for anything the client can change
+(bad bytes, bad options, a clip outside the video); the TorchServe adapter turns it into that request's own
+status and JSON body while the other requests of the batch go on. Anything else is a bug and is allowed to
+fail the batch loudly.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class RequestError(Exception):
+    """A client-side problem with one request.
+
+    Args:
+        status: HTTP status code for the response (4xx).
+        type: short CamelCase name of the problem, stable for clients to match on (e.g. ``"InvalidVideo"``).
+        message: what was received, what is allowed, and how to fix it.
+    """
+
+    def __init__(self, status: int, type: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.type = type
+        self.message = message
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON error body: ``{"code": 400, "type": "...", "message": "..."}``."""
+        return {"code": self.status, "type": self.type, "message": self.message}
+
+    def __repr__(self) -> str:
+        return f"RequestError({self.status}, {self.type!r}, {self.message!r})"
+
+
+def bad_request(type: str, message: str) -> RequestError:
+    """A 400 with the given type and message."""
+    return RequestError(400, type, message)

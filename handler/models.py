@@ -1,0 +1,255 @@
+"""The model registry: every servable architecture with its clip spec, checkpoint and published numbers.
+
+This module is the single place that knows, for each model name, how to build the network, what clip it
+expects (frames, sampling rate, sizes, SlowFast alpha, normalisation), where its official checkpoint lives,
+which label set it predicts and how accurate it is. Scripts, the handler and the tests all read it.
+
+Weights are loaded from the official PyTorchVideo checkpoint format: a ``torch.save``-d dict whose
+``"model_state"`` entry is the state dict. A checkpoint written by :func:`save_random_checkpoint` has the same
+format plus ``"random_init": True``; it exists for tests and benchmarks only and every response served from it
+says ``"weights": "random-init"``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+MODEL_ZOO = "https://dl.fbaipublicfiles.com/pytorchvideo/model_zoo"
+RANDOM_INIT = "random-init"
+
+
+@dataclass(frozen=True)
+class ClipSpec:
+    """What one model input clip is and how it is preprocessed.
+
+    Attributes:
+        num_frames: frames fed to the model (the fast pathway for SlowFast).
+        sampling_rate: source frames per sampled frame, assuming ``frames_per_second`` input; with
+            ``num_frames`` it fixes the clip duration ``num_frames * sampling_rate / frames_per_second``.
+        side_size: the short side is scaled to this many pixels (bilinear, no antialias).
+        crop_size: side of the square center crop taken after scaling.
+        alpha: SlowFast's fast/slow frame ratio; the slow pathway gets ``num_frames // alpha`` frames.
+            ``None`` for single-pathway models.
+        mean, std: per-channel RGB normalisation applied to values in [0, 1].
+        frames_per_second: the frame rate the clip duration is computed for (PyTorchVideo's hub tutorial
+            assumes 30 whatever the video's real rate; the clip is selected by time, not by frame count).
+    """
+
+    num_frames: int
+    sampling_rate: int
+    side_size: int
+    crop_size: int
+    alpha: int | None = None
+    mean: tuple[float, float, float] = (0.45, 0.45, 0.45)
+    std: tuple[float, float, float] = (0.225, 0.225, 0.225)
+    frames_per_second: int = 30
+
+    def __post_init__(self) -> None:
+        if self.crop_size > self.side_size:
+            raise ValueError(f"crop_size ({self.crop_size}) must not exceed side_size ({self.side_size})")
+        if self.alpha is not None and not 1 <= self.alpha <= self.num_frames:
+            raise ValueError(f"alpha must be in [1, num_frames={self.num_frames}], got {self.alpha}")
+
+    @property
+    def duration_sec(self) -> float:
+        """Clip length in seconds, computed exactly as the hub tutorial does (float division)."""
+        return (self.num_frames * self.sampling_rate) / self.frames_per_second
+
+    @property
+    def pathways(self) -> int:
+        """Number of input tensors the model takes: 2 for SlowFast, 1 otherwise."""
+        return 1 if self.alpha is None else 2
+
+
+@dataclass(frozen=True)
+class Accuracy:
+    """Published Kinetics-400 validation accuracy (percent) under the stated test protocol."""
+
+    top1: float
+    top5: float
+    protocol: str = "10 temporal clips x 3 spatial crops"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One servable model.
+
+    Attributes:
+        name: registry key, also the default TorchServe model name.
+        builder: ``"module:function"`` returning an ``nn.Module``; called with ``pretrained=False`` (where the
+            builder accepts it), ``model_num_class`` and ``builder_kwargs``.
+        clip: the input clip and its preprocessing.
+        labels: name of the label set (see :mod:`handler.labels`).
+        num_classes: size of the classifier head.
+        checkpoint_url: the official checkpoint, or ``None`` for models without one.
+        output: ``"logits"`` (softmax is applied by the pipeline) or ``"probabilities"``.
+        accuracy, gflops, params_m: published figures (PyTorchVideo model zoo); ``None`` when unpublished.
+    """
+
+    name: str
+    builder: str
+    clip: ClipSpec
+    labels: str
+    num_classes: int
+    checkpoint_url: str | None
+    output: Literal["logits", "probabilities"] = "logits"
+    accuracy: Accuracy | None = None
+    gflops: float | None = None
+    params_m: float | None = None
+    builder_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def checkpoint_filename(self) -> str | None:
+        """File name of the official checkpoint (the last part of its URL)."""
+        return None if self.checkpoint_url is None else self.checkpoint_url.rsplit("/", 1)[-1]
+
+
+_SLOWFAST_CLIP = ClipSpec(num_frames=32, sampling_rate=2, side_size=256, crop_size=256, alpha=4)
+
+REGISTRY: dict[str, ModelSpec] = {
+    spec.name: spec
+    for spec in (
+        ModelSpec(
+            name="slowfast_r50",
+            builder="pytorchvideo.models.hub:slowfast_r50",
+            clip=_SLOWFAST_CLIP,
+            labels="kinetics400",
+            num_classes=400,
+            checkpoint_url=f"{MODEL_ZOO}/kinetics/SLOWFAST_8x8_R50.pyth",
+            accuracy=Accuracy(top1=76.94, top5=92.69),
+            gflops=65.71,
+            params_m=34.57,
+        ),
+        ModelSpec(
+            name="slowfast_r101",
+            builder="pytorchvideo.models.hub:slowfast_r101",
+            clip=_SLOWFAST_CLIP,
+            labels="kinetics400",
+            num_classes=400,
+            checkpoint_url=f"{MODEL_ZOO}/kinetics/SLOWFAST_8x8_R101.pyth",
+            accuracy=Accuracy(top1=77.90, top5=93.27),
+            gflops=127.20,
+            params_m=62.83,
+        ),
+        ModelSpec(
+            name="slow_r50",
+            builder="pytorchvideo.models.hub:slow_r50",
+            clip=ClipSpec(num_frames=8, sampling_rate=8, side_size=256, crop_size=256),
+            labels="kinetics400",
+            num_classes=400,
+            checkpoint_url=f"{MODEL_ZOO}/kinetics/SLOW_8x8_R50.pyth",
+            accuracy=Accuracy(top1=74.58, top5=91.63),
+            gflops=54.52,
+            params_m=32.45,
+        ),
+    )
+}
+
+
+def get_spec(name: str) -> ModelSpec:
+    """The registry entry for ``name``; a ``KeyError`` that lists the known names otherwise."""
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise KeyError(f"unknown model {name!r}; known models: {', '.join(sorted(REGISTRY))}") from None
+
+
+def build_model(spec: ModelSpec, num_classes: int | None = None) -> nn.Module:
+    """Builds ``spec``'s network with freshly initialised weights, on the CPU, in eval mode.
+
+    Args:
+        spec: the registry entry.
+        num_classes: head size; defaults to ``spec.num_classes`` (a fine-tuned checkpoint may differ).
+    """
+    module_name, function_name = spec.builder.split(":")
+    builder = getattr(importlib.import_module(module_name), function_name)
+    kwargs = {"model_num_class": num_classes or spec.num_classes, **spec.builder_kwargs}
+    if module_name.endswith(".hub"):
+        kwargs["pretrained"] = False
+    return builder(**kwargs).eval()
+
+
+@dataclass(frozen=True)
+class Weights:
+    """A loaded checkpoint.
+
+    Attributes:
+        state_dict: parameter and buffer tensors, on the CPU.
+        description: what the responses report as ``"weights"``: ``"random-init"`` or
+            ``"<file name> sha256:<first 12 hex digits>"``.
+        num_classes: rows of the classifier head found in the state dict.
+    """
+
+    state_dict: dict[str, torch.Tensor]
+    description: str
+    num_classes: int
+
+
+def load_checkpoint(path: str | Path) -> Weights:
+    """Reads an official-format checkpoint (``{"model_state": state_dict, ...}``) or a bare state dict.
+
+    The file is loaded with ``weights_only=True``: tensors and plain containers only, never arbitrary pickled
+    objects. Raises ``ValueError`` with the reason when the file is not such a checkpoint.
+    """
+    path = Path(path)
+    data = path.read_bytes()
+    try:
+        checkpoint = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises several types for non-checkpoint bytes; all mean the same here.
+        raise ValueError(
+            f"{path} is not a loadable PyTorch checkpoint ({type(e).__name__}: {e}). Expected an official "
+            "PyTorchVideo .pyth file (a dict with 'model_state') saved by torch.save."
+        ) from e
+    if isinstance(checkpoint, dict) and "model_state" in checkpoint:
+        state_dict = checkpoint["model_state"]
+    elif isinstance(checkpoint, dict) and checkpoint and all(isinstance(v, torch.Tensor) for v in checkpoint.values()):
+        state_dict = checkpoint
+    else:
+        keys = list(checkpoint)[:8] if isinstance(checkpoint, dict) else type(checkpoint).__name__
+        raise ValueError(f"{path} holds no 'model_state' entry and is not a state dict (found: {keys})")
+    if checkpoint.get("random_init") is True:
+        description = RANDOM_INIT
+    else:
+        description = f"{path.name} sha256:{hashlib.sha256(data).hexdigest()[:12]}"
+    return Weights(state_dict=state_dict, description=description, num_classes=_head_rows(state_dict, path))
+
+
+def load_model(spec: ModelSpec, checkpoint: str | Path) -> tuple[nn.Module, Weights]:
+    """Builds ``spec``'s network and loads ``checkpoint`` into it strictly (every key, every shape)."""
+    weights = load_checkpoint(checkpoint)
+    model = build_model(spec, num_classes=weights.num_classes)
+    try:
+        model.load_state_dict(weights.state_dict, strict=True)
+    except RuntimeError as e:
+        raise ValueError(f"{checkpoint} does not fit the {spec.name} architecture: {e}") from e
+    return model.eval(), weights
+
+
+def save_random_checkpoint(spec: ModelSpec, path: str | Path, *, seed: int = 0, num_classes: int | None = None) -> Path:
+    """Writes a randomly initialised ``spec`` network in the official checkpoint format, marked random-init.
+
+    For tests and benchmarks only: the predictions of such weights are meaningless, and every response served
+    from them says so (``"weights": "random-init"``).
+    """
+    torch.manual_seed(seed)
+    model = build_model(spec, num_classes=num_classes)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"model_state": model.state_dict(), "random_init": True, "model": spec.name, "seed": seed}, path)
+    return path
+
+
+def _head_rows(state_dict: dict[str, torch.Tensor], path: Path) -> int:
+    """Number of classes of the final linear layer (the last 2-D ``*.weight`` in the state dict)."""
+    matrices = [v for k, v in state_dict.items() if k.endswith(".weight") and v.dim() == 2]
+    if not matrices:
+        raise ValueError(f"{path} has no linear classifier weight; is it a video classification checkpoint?")
+    return int(matrices[-1].shape[0])

@@ -1,0 +1,141 @@
+"""Turning one TorchServe request into a validated :class:`VideoRequest`.
+
+TorchServe hands each request over as a dict: a raw body arrives as ``"body"``, multipart form fields (and
+gRPC ``input`` keys) under their own names, with bytes values. URL query parameters never reach a handler in
+TorchServe 0.12, so options come either as form fields beside ``data`` or, for raw-body uploads, as request
+headers. Every option has one entry in :data:`OPTIONS`; a form field wins over its header.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from handler.errors import RequestError, bad_request
+
+VIDEO_FIELDS = ("data", "body")
+DEFAULT_TOP_K = 5
+
+
+@dataclass(frozen=True)
+class VideoRequest:
+    """One classification request.
+
+    Attributes:
+        video: the encoded video file.
+        top_k: how many classes to return, 1..num_classes.
+        start_sec: clip start, seconds from the start of the video stream, >= 0.
+    """
+
+    video: bytes
+    top_k: int
+    start_sec: float
+
+    def __repr__(self) -> str:
+        return f"VideoRequest(video=<{len(self.video)} bytes>, top_k={self.top_k}, start_sec={self.start_sec})"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-model bounds that option validation needs."""
+
+    num_classes: int
+    default_top_k: int = DEFAULT_TOP_K
+
+
+@dataclass(frozen=True)
+class Option:
+    """A request option: its form-field / gRPC key, its header for raw-body uploads, parser and default."""
+
+    name: str
+    header: str
+    parse: Callable[[str, Limits], Any]
+    default: Callable[[Limits], Any]
+    help: str
+
+
+def _parse_top_k(text: str, limits: Limits) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or not 1 <= value <= limits.num_classes:
+        raise bad_request("InvalidOption", f"top_k must be an integer from 1 to {limits.num_classes}, got {text!r}")
+    return value
+
+
+def _parse_start_sec(text: str, limits: Limits) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 0:
+        raise bad_request("InvalidOption", f"start_sec must be a number of seconds >= 0, got {text!r}")
+    return value
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("top_k", "X-Top-K", _parse_top_k, lambda limits: limits.default_top_k, "number of classes to return"),
+    Option("start_sec", "X-Start-Sec", _parse_start_sec, lambda limits: 0.0, "clip start, seconds from the start"),
+)
+
+
+def parse_request(row: Mapping[str, Any], headers: Mapping[str, str], limits: Limits) -> VideoRequest:
+    """Validates one request of a TorchServe batch.
+
+    Args:
+        row: the request's fields as TorchServe delivers them (``"body"`` or ``"data"`` plus option fields).
+        headers: the request's HTTP headers (names in any case).
+        limits: bounds for option values.
+
+    Raises:
+        RequestError: 400 for a missing video or a bad or unknown option, 415 for a text or JSON body.
+    """
+    video = _video_bytes(row)
+    unknown = sorted(set(row) - set(VIDEO_FIELDS) - {o.name for o in OPTIONS})
+    if unknown:
+        raise bad_request(
+            "UnknownOption",
+            f"unknown field(s) {', '.join(map(repr, unknown))}; allowed beside 'data': "
+            + ", ".join(o.name for o in OPTIONS),
+        )
+    lowered = {k.lower(): v for k, v in headers.items()}
+    values: dict[str, Any] = {}
+    for option in OPTIONS:
+        raw = row.get(option.name)
+        if raw is None:
+            raw = lowered.get(option.header.lower())
+        values[option.name] = option.default(limits) if raw is None else option.parse(_text(raw, option.name), limits)
+    return VideoRequest(video=video, **values)
+
+
+def _video_bytes(row: Mapping[str, Any]) -> bytes:
+    for field in VIDEO_FIELDS:
+        value = row.get(field)
+        if value is None:
+            continue
+        if isinstance(value, bytes | bytearray):
+            return bytes(value)
+        raise RequestError(
+            415,
+            "UnsupportedMediaType",
+            f"the video arrived as {type(value).__name__} (a text or JSON content type); send the file's bytes "
+            "with Content-Type video/* or application/octet-stream, or as multipart field 'data'",
+        )
+    raise bad_request(
+        "MissingVideo",
+        "no video in the request: send it as the raw body with Content-Type video/* or application/octet-stream, "
+        "or as multipart form field 'data' (note: curl --data-binary without a Content-Type header sends "
+        "application/x-www-form-urlencoded, which TorchServe parses as a form)",
+    )
+
+
+def _text(value: Any, name: str) -> str:
+    if isinstance(value, bytes | bytearray):
+        try:
+            return bytes(value).decode("utf-8").strip()
+        except UnicodeDecodeError:
+            raise bad_request("InvalidOption", f"{name} must be UTF-8 text") from None
+    return str(value).strip()

@@ -1,0 +1,72 @@
+"""Handler settings: the ``handler:`` section of the archive's ``model-config.yaml``.
+
+Example (written by ``scripts/build_archive.py``)::
+
+    handler:
+      model: slowfast_r50        # registry name: architecture, clip spec, label set
+      labels: labels.json        # class names shipped in the archive
+      top_k: 5                   # default number of classes per response
+
+The checkpoint is the archive's serialized file (``--serialized-file``), found through the manifest.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from handler.request import DEFAULT_TOP_K
+
+
+@dataclass(frozen=True)
+class HandlerSettings:
+    """Validated handler settings.
+
+    Attributes:
+        model: registry name of the architecture.
+        checkpoint: path of the checkpoint file.
+        labels: path of the label file.
+        top_k: default number of classes returned per request.
+    """
+
+    model: str
+    checkpoint: Path
+    labels: Path
+    top_k: int = DEFAULT_TOP_K
+
+    @classmethod
+    def from_archive(
+        cls, section: Mapping[str, Any] | None, model_dir: str | Path, serialized_file: str | None
+    ) -> HandlerSettings:
+        """Reads the ``handler:`` section; relative file names are resolved against the model directory.
+
+        Raises:
+            ValueError: naming the missing, unknown or invalid key and what is expected.
+        """
+        section = dict(section or {})
+        allowed = {"model", "labels", "top_k"}
+        unknown = sorted(set(section) - allowed)
+        if unknown:
+            raise ValueError(f"model-config.yaml handler: unknown key(s) {unknown}; allowed: {sorted(allowed)}")
+        if not isinstance(section.get("model"), str):
+            raise ValueError("model-config.yaml handler: 'model' (a registry name such as slowfast_r50) is required")
+        if not serialized_file:
+            raise ValueError("the archive has no serialized file; build it with scripts/build_archive.py")
+        top_k = section.get("top_k", cls.top_k)
+        if not isinstance(top_k, int) or top_k < 1:
+            raise ValueError(f"model-config.yaml handler: top_k must be a positive integer, got {top_k!r}")
+        model_dir = Path(model_dir)
+        return cls(
+            model=section["model"],
+            checkpoint=model_dir / serialized_file,
+            labels=model_dir / section.get("labels", "labels.json"),
+            top_k=top_k,
+        )
+
+    def as_yaml_section(self) -> dict[str, Any]:
+        """The ``handler:`` section that :meth:`from_archive` reads back (file names relative to the archive)."""
+        values = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "checkpoint"}
+        values["labels"] = Path(values["labels"]).name
+        return values

@@ -1,0 +1,77 @@
+"""TorchServe entry point: a thin adapter between TorchServe's handler contract and :mod:`handler.pipeline`.
+
+TorchServe imports this file from the extracted archive (where the ``handler`` package sits beside it),
+instantiates the one class defined here, calls ``initialize(context)`` once per worker and ``handle(data,
+context)`` once per batch. This module only reads the context, parses requests, and writes one response per
+request, in order; a request that fails gets its own status code and JSON error body while the rest of the
+batch succeeds. Unexpected exceptions propagate, and TorchServe fails the batch with a 5xx.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+try:
+    from handler.errors import RequestError
+    from handler.labels import read_labels
+    from handler.models import get_spec
+    from handler.pipeline import VideoClassifier, select_device
+    from handler.request import Limits, parse_request
+    from handler.settings import HandlerSettings
+except ImportError as e:
+    # TorchServe answers an ImportError here by trying its built-in handlers, which hides the real cause.
+    raise RuntimeError(f"the slowfast handler's dependencies failed to import: {e}") from e
+
+logger = logging.getLogger(__name__)
+
+
+class SlowFastHandler:
+    """TorchServe handler for the registry's video classifiers."""
+
+    def __init__(self) -> None:
+        self.classifier: VideoClassifier | None = None
+        self.limits: Limits | None = None
+
+    def initialize(self, context: Any) -> None:
+        """Loads the model named in the archive's ``handler:`` settings onto the assigned device."""
+        properties = context.system_properties
+        settings = HandlerSettings.from_archive(
+            context.model_yaml_config.get("handler"),
+            model_dir=properties["model_dir"],
+            serialized_file=context.manifest["model"].get("serializedFile"),
+        )
+        labels = read_labels(settings.labels)
+        device = select_device(properties.get("gpu_id"))
+        self.classifier = VideoClassifier.load(get_spec(settings.model), settings.checkpoint, labels, device)
+        self.limits = Limits(num_classes=len(labels), default_top_k=min(settings.top_k, len(labels)))
+        logger.info(
+            "loaded %s (weights %s, %d classes) on %s, batch size %s",
+            settings.model,
+            self.classifier.weights,
+            len(labels),
+            device,
+            properties.get("batch_size"),
+        )
+
+    def handle(self, data: list[dict[str, Any]], context: Any) -> list[dict[str, Any]]:
+        """Classifies one TorchServe batch; returns exactly ``len(data)`` JSON-able responses."""
+        if self.classifier is None or self.limits is None:
+            raise RuntimeError("handle() before initialize(): the worker did not load the model")
+        requests: list[Any] = []
+        for idx, row in enumerate(data):
+            try:
+                requests.append(parse_request(row, context.get_all_request_header(idx) or {}, self.limits))
+            except RequestError as error:
+                requests.append(error)
+        responses = []
+        for idx, result in enumerate(self.classifier.classify(requests)):
+            context.set_response_content_type(idx, "application/json")
+            if isinstance(result, RequestError):
+                context.set_response_status(result.status, result.type, idx)
+                logger.info("request %s failed: %s", context.request_ids.get(idx), json.dumps(result.to_dict()))
+                responses.append(result.to_dict())
+            else:
+                responses.append(result)
+        return responses

@@ -1,0 +1,241 @@
+#!/usr/bin/env python3
+"""Build ``model_store/<name>.mar`` for a registry model with torch-model-archiver.
+
+The archive holds everything a worker needs and nothing from this checkout: the handler entry
+(``ts_handler.py``), the ``handler`` package, the checkpoint (serialized file), ``labels.json`` and
+``model-config.yaml`` (TorchServe batching/worker settings plus the ``handler:`` section). Before packaging,
+the checkpoint is loaded into the architecture and the label count is checked against the classifier head, so
+a mismatch fails here rather than in a worker. Beside the archive, ``<name>.build.json`` records its inputs.
+
+Examples:
+    scripts/build_archive.py --model slowfast_r50 --checkpoint ~/Downloads/SLOWFAST_8x8_R50.pyth
+    scripts/build_archive.py --model slow_r50 --random-init      # tests/benchmarks only: meaningless output
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # `handler` is a directory of this checkout, not an installed package
+
+import torch  # noqa: E402
+
+from handler.labels import label_set, read_labels, save_labels  # noqa: E402
+from handler.models import RANDOM_INIT, REGISTRY, get_spec, save_random_checkpoint  # noqa: E402
+from handler.pipeline import VideoClassifier  # noqa: E402
+from handler.request import DEFAULT_TOP_K  # noqa: E402
+from handler.settings import HandlerSettings  # noqa: E402
+
+DEFAULT_STORE = REPO / "model_store"
+
+
+@dataclass(frozen=True)
+class ServingConfig:
+    """TorchServe's per-model settings written to ``model-config.yaml`` (frontend keys, exact spellings)."""
+
+    batch_size: int = 4
+    max_batch_delay_ms: int = 100
+    min_workers: int = 1
+    max_workers: int = 1
+    response_timeout_s: int = 120
+    startup_timeout_s: int = 300
+
+    def as_yaml(self) -> dict[str, int]:
+        return {
+            "batchSize": self.batch_size,
+            "maxBatchDelay": self.max_batch_delay_ms,
+            "minWorkers": self.min_workers,
+            "maxWorkers": self.max_workers,
+            "responseTimeout": self.response_timeout_s,
+            "startupTimeout": self.startup_timeout_s,
+        }
+
+
+@dataclass(frozen=True)
+class BuildRecord:
+    """What went into an archive; ``scripts/serve.py`` rebuilds when the wanted record differs."""
+
+    name: str
+    model: str
+    checkpoint: str
+    checkpoint_size: int
+    checkpoint_mtime: float
+    labels: str
+    weights: str
+    serving: dict
+    top_k: int
+
+    @staticmethod
+    def path_for(name: str, model_store: Path) -> Path:
+        return model_store / f"{name}.build.json"
+
+    def matches(self, model: str, checkpoint: str, labels: str, serving: dict, top_k: int) -> bool:
+        """Whether this record was built from these inputs (and the checkpoint file is unchanged since).
+
+        ``checkpoint`` is a resolved path or ``"random-init"``; ``labels`` a resolved path or ``""``.
+        """
+        if (self.model, self.checkpoint, self.labels, self.serving, self.top_k) != (
+            model,
+            checkpoint,
+            labels,
+            serving,
+            top_k,
+        ):
+            return False
+        if checkpoint == RANDOM_INIT:
+            return True
+        path = Path(checkpoint)
+        return path.exists() and (path.stat().st_size, path.stat().st_mtime) == (
+            self.checkpoint_size,
+            self.checkpoint_mtime,
+        )
+
+    @classmethod
+    def load(cls, name: str, model_store: Path) -> BuildRecord | None:
+        try:
+            return cls(**json.loads(cls.path_for(name, model_store).read_text()))
+        except (OSError, ValueError, TypeError):
+            return None
+
+
+def build_archive(
+    model: str,
+    checkpoint: Path | None,
+    *,
+    labels: Path | None = None,
+    name: str | None = None,
+    model_store: Path = DEFAULT_STORE,
+    serving: ServingConfig | None = None,
+    top_k: int = DEFAULT_TOP_K,
+) -> Path:
+    """Validates the inputs and writes ``<model_store>/<name>.mar``; returns its path.
+
+    Args:
+        model: registry name.
+        checkpoint: official-format checkpoint; ``None`` builds a random-init one (tests and benchmarks only).
+        labels: label file (any format :func:`handler.labels.read_labels` reads); default: the model's label set.
+        name: TorchServe model name and archive file name; default: ``model``.
+        model_store: output directory.
+        serving: TorchServe batching and worker settings.
+        top_k: default number of classes per response.
+    """
+    spec = get_spec(model)
+    name = name or model
+    serving = serving or ServingConfig()
+    model_store.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f"archive-{name}-") as tmp:
+        staging = Path(tmp)
+        random_init = checkpoint is None
+        if checkpoint is None:
+            checkpoint = save_random_checkpoint(spec, staging / f"{model}-random-init.pyth")
+        class_names = read_labels(labels) if labels else label_set(spec.labels)
+        classifier = VideoClassifier.load(spec, checkpoint, class_names, torch.device("cpu"))
+
+        extra = staging / "extra"  # the archiver copies this directory's *contents* into the archive root
+        shutil.copytree(REPO / "handler", extra / "handler", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        settings = HandlerSettings(model=model, checkpoint=Path(checkpoint), labels=extra / "labels.json", top_k=top_k)
+        save_labels(class_names, settings.labels)
+        config = staging / "model-config.yaml"
+        config.write_text(yaml.safe_dump({**serving.as_yaml(), "handler": settings.as_yaml_section()}, sort_keys=False))
+        _run_archiver(name, checkpoint, extra, config, model_store)
+        record = BuildRecord(
+            name=name,
+            model=model,
+            checkpoint=RANDOM_INIT if random_init else str(Path(checkpoint).resolve()),
+            checkpoint_size=0 if random_init else Path(checkpoint).stat().st_size,
+            checkpoint_mtime=0.0 if random_init else Path(checkpoint).stat().st_mtime,
+            labels=str(labels.resolve()) if labels else "",
+            weights=classifier.weights,
+            serving=serving.as_yaml(),
+            top_k=top_k,
+        )
+    BuildRecord.path_for(name, model_store).write_text(json.dumps(asdict(record), indent=2) + "\n")
+    return model_store / f"{name}.mar"
+
+
+def _run_archiver(name: str, checkpoint: Path, extra: Path, config: Path, model_store: Path) -> None:
+    archiver = Path(sys.executable).parent / "torch-model-archiver"
+    command = [
+        str(archiver) if archiver.exists() else "torch-model-archiver",
+        "--model-name", name,
+        "--version", _version(),
+        "--handler", str(REPO / "handler" / "ts_handler.py"),
+        "--serialized-file", str(checkpoint),
+        "--extra-files", str(extra),
+        "--config-file", str(config),
+        "--export-path", str(model_store),
+        "--force",
+    ]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"torch-model-archiver failed ({result.returncode}):\n{result.stdout}{result.stderr}")
+
+
+def _version() -> str:
+    """The archive version: the handler package's content hash, so two archives with equal code match."""
+    digest = hashlib.sha256()
+    for path in sorted((REPO / "handler").rglob("*.py")):
+        digest.update(path.read_bytes())
+    return f"1.0+{digest.hexdigest()[:8]}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True, choices=sorted(REGISTRY), help="registry model name")
+    weights = parser.add_mutually_exclusive_group(required=True)
+    weights.add_argument("--checkpoint", type=Path, help="official-format checkpoint (.pyth with 'model_state')")
+    weights.add_argument(
+        "--random-init", action="store_true", help="random weights, for tests and benchmarks only (marked in responses)"
+    )
+    parser.add_argument("--labels", type=Path, help="label file; default: the model's label set")
+    parser.add_argument("--name", help="TorchServe model name / archive name (default: the model name)")
+    parser.add_argument(
+        "--model-store", type=Path, default=DEFAULT_STORE, help="output directory (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--top-k", type=int, default=DEFAULT_TOP_K, help="default classes per response (default: %(default)s)"
+    )
+    defaults = ServingConfig()
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size, help="TorchServe batchSize")
+    parser.add_argument("--max-batch-delay", type=int, default=defaults.max_batch_delay_ms, help="maxBatchDelay, ms")
+    parser.add_argument("--min-workers", type=int, default=defaults.min_workers, help="minWorkers")
+    parser.add_argument("--max-workers", type=int, default=defaults.max_workers, help="maxWorkers")
+    parser.add_argument("--response-timeout", type=int, default=defaults.response_timeout_s, help="responseTimeout, s")
+    args = parser.parse_args(argv)
+    serving = ServingConfig(
+        batch_size=args.batch_size,
+        max_batch_delay_ms=args.max_batch_delay,
+        min_workers=args.min_workers,
+        max_workers=args.max_workers,
+        response_timeout_s=args.response_timeout,
+    )
+    try:
+        archive = build_archive(
+            args.model,
+            None if args.random_init else args.checkpoint,
+            labels=args.labels,
+            name=args.name,
+            model_store=args.model_store,
+            serving=serving,
+            top_k=args.top_k,
+        )
+    except (ValueError, KeyError, OSError, RuntimeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(archive)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,138 @@
+#!/usr/bin/env python3
+"""Classify videos with a running TorchServe instance.
+
+Uploads each VIDEO as multipart field ``data`` (options as form fields beside it) and prints a table of the
+top classes, or with ``--json`` the server's JSON, one document per line in argument order. The token is read
+from TorchServe's ``key_file.json``: ``--key-file``, else ``$TS_KEY_FILE``, else ``run/key_file.json`` of
+this checkout (where ``make serve`` starts TorchServe), else ``./key_file.json``. Exit status: 0 if every
+video was classified, 1 otherwise.
+
+Examples:
+    scripts/classify.py clip.mp4
+    scripts/classify.py a.mp4 b.webm --model slow_r50 --top-k 3 --start-sec 2.5
+    scripts/classify.py clip.mp4 --json --url http://127.0.0.1:8080
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+import requests
+from rich.console import Console
+from rich.table import Table
+from torchserve_ctl import REPO, ServeError, read_token
+
+DEFAULT_URL = "http://127.0.0.1:8080"
+
+
+def find_key_file(explicit: Path | None) -> Path | None:
+    """The first existing key file among ``explicit``, ``$TS_KEY_FILE``, ``run/`` and the working directory."""
+    candidates = [explicit] if explicit else []
+    if os.environ.get("TS_KEY_FILE"):
+        candidates.append(Path(os.environ["TS_KEY_FILE"]))
+    candidates += [REPO / "run" / "key_file.json", Path("key_file.json")]
+    return next((path for path in candidates if path.is_file()), None)
+
+
+def classify(
+    video: Path, *, url: str, model: str, token: str | None, top_k: int | None, start_sec: float | None, timeout: float
+) -> requests.Response:
+    """POSTs one video to ``{url}/predictions/{model}``; options the user did not set are left to the server."""
+    options = {"top_k": top_k, "start_sec": start_sec}
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    with video.open("rb") as f:
+        return requests.post(
+            f"{url.rstrip('/')}/predictions/{model}",
+            files={"data": (video.name, f, "application/octet-stream")},
+            data={k: str(v) for k, v in options.items() if v is not None},
+            headers=headers,
+            timeout=timeout,
+        )
+
+
+def render(console: Console, video: Path, body: dict) -> None:
+    """A readable table of one successful response."""
+    clip = body.get("clip", {})
+    table = Table(
+        title=f"{video}  ·  {body.get('model')}  ·  clip {clip.get('start_sec')}-{clip.get('end_sec')} s",
+        title_justify="left",
+    )
+    table.add_column("#", justify="right")
+    table.add_column("label")
+    table.add_column("score", justify="right")
+    table.add_column("class id", justify="right")
+    for rank, prediction in enumerate(body.get("predictions", []), start=1):
+        table.add_row(str(rank), prediction["label"], f"{prediction['score']:.4f}", str(prediction["class_id"]))
+    console.print(table)
+    if body.get("weights") == "random-init":
+        console.print("[yellow]weights: random-init: these predictions are meaningless[/yellow]")
+    else:
+        console.print(f"weights: {body.get('weights')}", style="dim")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("videos", nargs="+", type=Path, metavar="VIDEO", help="video file(s) to classify")
+    parser.add_argument("--model", default="slowfast_r50", help="served model name (default: %(default)s)")
+    parser.add_argument("--top-k", type=int, help="classes to return (server default: 5)")
+    parser.add_argument("--start-sec", type=float, help="clip start in seconds (server default: 0)")
+    parser.add_argument("--json", action="store_true", help="print the server's JSON (one line per video)")
+    parser.add_argument("--url", default=DEFAULT_URL, help="TorchServe inference address (default: %(default)s)")
+    parser.add_argument("--key-file", type=Path, help="TorchServe key_file.json (default: see above)")
+    parser.add_argument("--timeout", type=float, default=300, help="seconds per request (default: %(default)s)")
+    args = parser.parse_args(argv)
+
+    console = Console()
+    errors = Console(stderr=True)
+    key_file = find_key_file(args.key_file)
+    try:
+        token = read_token(key_file) if key_file else None
+    except ServeError as e:
+        errors.print(f"error: {e}")
+        return 1
+    failures = 0
+    for video in args.videos:
+        if not video.is_file():
+            errors.print(f"error: {video}: no such file")
+            failures += 1
+            continue
+        try:
+            response = classify(
+                video,
+                url=args.url,
+                model=args.model,
+                token=token,
+                top_k=args.top_k,
+                start_sec=args.start_sec,
+                timeout=args.timeout,
+            )
+        except requests.ConnectionError:
+            errors.print(f"error: cannot reach TorchServe at {args.url}; is it running? (make serve)")
+            return 1
+        try:
+            body = response.json()
+        except ValueError:
+            body = {"code": response.status_code, "type": "NonJsonResponse", "message": response.text[:500]}
+        if args.json:
+            print(json.dumps(body), flush=True)
+        if response.ok:
+            if not args.json:
+                render(console, video, body)
+            continue
+        failures += 1
+        message = body.get("message", response.text) if isinstance(body, dict) else response.text
+        errors.print(f"error: {video}: HTTP {response.status_code} {body.get('type', '')}: {message}")
+        if body.get("type") == "InvalidKeyException":
+            errors.print(
+                f"hint: token from {key_file or 'nowhere (no key_file.json found)'}; TorchServe tokens expire after "
+                "60 minutes: `scripts/serve.py token` issues a new one, or pass --key-file"
+            )
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

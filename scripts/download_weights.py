@@ -1,0 +1,93 @@
+#!/usr/bin/env python3
+"""Download a registry model's official checkpoint into the local cache, once.
+
+The cache is torch.hub's (``$TORCH_HOME/hub/checkpoints``, by default ``~/.cache/torch/hub/checkpoints``):
+the same place ``torch.hub.load(..., pretrained=True)`` stores these files, so a checkpoint fetched by the
+PyTorchVideo tutorial is found and not downloaded again.
+
+Example:
+    scripts/download_weights.py slowfast_r50     # prints the checkpoint's path
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # `handler` is a directory of this checkout, not an installed package
+
+import torch  # noqa: E402
+
+from handler.models import REGISTRY, ModelSpec, get_spec  # noqa: E402
+
+
+class DownloadError(RuntimeError):
+    """The checkpoint could not be fetched; the message says how to proceed without a network."""
+
+
+def cache_dir() -> Path:
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def cached_checkpoint(spec: ModelSpec) -> Path | None:
+    """The cached official checkpoint of ``spec``, if it was downloaded before."""
+    if spec.checkpoint_filename is None:
+        return None
+    path = cache_dir() / spec.checkpoint_filename
+    return path if path.is_file() else None
+
+
+def download_checkpoint(spec: ModelSpec, *, timeout: float = 15.0) -> Path:
+    """Returns the cached checkpoint of ``spec``, downloading it first if needed.
+
+    Raises:
+        DownloadError: when the model has no official checkpoint or the server cannot be reached in
+            ``timeout`` seconds; the message lists the offline alternatives.
+    """
+    cached = cached_checkpoint(spec)
+    if cached is not None:
+        return cached
+    if spec.checkpoint_url is None:
+        raise DownloadError(f"{spec.name} has no official checkpoint; pass CHECKPOINT=path/to/checkpoint.pyth")
+    target = cache_dir() / spec.checkpoint_filename
+    try:
+        # Probe first with a short timeout: torch.hub's downloader has none and would hang offline.
+        urllib.request.urlopen(urllib.request.Request(spec.checkpoint_url, method="HEAD"), timeout=timeout).close()
+        target.parent.mkdir(parents=True, exist_ok=True)
+        torch.hub.download_url_to_file(spec.checkpoint_url, str(target), progress=True)
+    except (urllib.error.URLError, OSError) as e:
+        raise DownloadError(offline_help(spec, f"{type(e).__name__}: {e}")) from e
+    return target
+
+
+def offline_help(spec: ModelSpec, reason: str) -> str:
+    """What to do when the official checkpoint cannot be downloaded."""
+    return (
+        f"cannot download the {spec.name} checkpoint from {spec.checkpoint_url} ({reason}).\n"
+        "To proceed without network access, either:\n"
+        f"  - copy {spec.checkpoint_filename} (downloaded elsewhere from the URL above) to {cache_dir()}/, or\n"
+        f"  - pass it explicitly: make serve MODEL={spec.name} CHECKPOINT=/path/to/{spec.checkpoint_filename}\n"
+        f"To try the plumbing with random weights (predictions are meaningless and say 'random-init'):\n"
+        f"  make serve MODEL={spec.name} RANDOM_INIT=1"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("model", choices=sorted(REGISTRY), help="registry model name")
+    parser.add_argument("--timeout", type=float, default=15.0, help="seconds to wait for the server (default: 15)")
+    args = parser.parse_args(argv)
+    try:
+        print(download_checkpoint(get_spec(args.model), timeout=args.timeout))
+    except DownloadError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

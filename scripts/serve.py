@@ -1,0 +1,152 @@
+#!/usr/bin/env python3
+"""Start or stop the local TorchServe instance (what ``make serve`` and ``make stop`` run).
+
+``start`` builds ``model_store/<name>.mar`` if it is missing or was built from other inputs, starts
+TorchServe in the background with ``config.properties`` (runtime files in ``run/``), waits until the model has
+a ready worker, and prints how to call it. Weights come from ``--checkpoint``, else the torch.hub cache, else
+a download of the official checkpoint; offline, it stops at once and says how to proceed.
+
+Examples:
+    scripts/serve.py start --model slowfast_r50 --checkpoint SLOWFAST_8x8_R50.pyth
+    scripts/serve.py start --model slow_r50 --random-init      # plumbing only: meaningless predictions
+    scripts/serve.py stop
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # `handler` is a directory of this checkout, not an installed package
+
+from build_archive import DEFAULT_STORE, BuildRecord, ServingConfig, build_archive  # noqa: E402
+from download_weights import DownloadError, download_checkpoint  # noqa: E402
+from torchserve_ctl import ServeError, TorchServe, java_environment  # noqa: E402
+
+from handler.models import RANDOM_INIT, REGISTRY, get_spec  # noqa: E402
+from handler.request import DEFAULT_TOP_K  # noqa: E402
+
+DEFAULT_RUNTIME = REPO / "run"
+
+
+def ensure_archive(
+    model: str, checkpoint: Path | None, labels: Path | None, name: str, model_store: Path, random_init: bool
+) -> Path:
+    """The archive for these inputs, built only when it is missing or its build record differs."""
+    serving = ServingConfig()
+    if random_init:
+        wanted_checkpoint = RANDOM_INIT
+    else:
+        checkpoint = checkpoint or download_checkpoint(get_spec(model))
+        wanted_checkpoint = str(checkpoint.resolve())
+    archive = model_store / f"{name}.mar"
+    record = BuildRecord.load(name, model_store)
+    labels_key = str(labels.resolve()) if labels else ""
+    if (
+        archive.exists()
+        and record
+        and record.matches(model, wanted_checkpoint, labels_key, serving.as_yaml(), DEFAULT_TOP_K)
+    ):
+        print(f"using {archive} (weights: {record.weights})")
+        return archive
+    print(f"building {archive} ...", flush=True)
+    return build_archive(
+        model, None if random_init else checkpoint, labels=labels, name=name, model_store=model_store, serving=serving
+    )
+
+
+def start(args: argparse.Namespace) -> None:
+    name = args.name or args.model
+    java_environment()  # fail before any slow step if TorchServe could not run
+    server = TorchServe(args.runtime_dir, args.model_store)
+    if server.pid() is not None:
+        raise ServeError(f"TorchServe is already running (pid {server.pid()}); run `make stop` first")
+    ensure_archive(args.model, args.checkpoint, args.labels, name, args.model_store, args.random_init)
+    server.start({name: f"{name}.mar"})
+    print(f"TorchServe started (pid {server.pid()}), loading {name} ...", flush=True)
+    try:
+        server.wait_ready(name, timeout=args.timeout)
+    except ServeError:
+        server.stop()
+        raise
+    record = BuildRecord.load(name, args.model_store)
+    weights = record.weights if record else "unknown"
+    url = f"{server.inference_url}/predictions/{name}"
+    print(
+        f"\nServing {name} (weights: {weights}) at {url}\n"
+        + (
+            "WARNING: random-init weights; predictions are meaningless (tests and benchmarks only).\n"
+            if weights == RANDOM_INIT
+            else ""
+        )
+        + f"Token: the 'inference' key in {server.key_file} (TorchServe expires it after 60 minutes;\n"
+        "  `scripts/serve.py token` issues a new one).\n\n"
+        "Classify a video:\n"
+        f"  scripts/classify.py video.mp4 --model {name}\n"
+        f'  TOKEN=$(python3 -c \'import json; print(json.load(open("{server.key_file}"))["inference"]["key"])\')\n'
+        f'  curl -H "Authorization: Bearer $TOKEN" -F data=@video.mp4 -F top_k=5 {url}\n'
+        f'  curl -H "Authorization: Bearer $TOKEN" -H "Content-Type: video/mp4" -H "X-Start-Sec: 1.5" '
+        f"--data-binary @video.mp4 {url}\n"
+        "Stop: make stop"
+    )
+
+
+def stop(args: argparse.Namespace) -> None:
+    server = TorchServe(args.runtime_dir, args.model_store)
+    print("TorchServe stopped" if server.stop() else "TorchServe was not running")
+
+
+def status(args: argparse.Namespace) -> None:
+    server = TorchServe(args.runtime_dir, args.model_store)
+    pid = server.pid()
+    print(
+        f"TorchServe running (pid {pid}), inference at {server.inference_url}" if pid else "TorchServe is not running"
+    )
+
+
+def token(args: argparse.Namespace) -> None:
+    """Asks the management API for a new inference token (TorchServe rewrites key_file.json)."""
+    import requests
+
+    server = TorchServe(args.runtime_dir, args.model_store)
+    response = requests.get(
+        f"{server.management_url}/token",
+        params={"type": "inference"},
+        headers={"Authorization": f"Bearer {server.token('API')}"},
+        timeout=30,
+    )
+    if not response.ok:
+        raise ServeError(f"token rotation failed: HTTP {response.status_code} {response.text}")
+    print(f"new inference token written to {server.key_file}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runtime-dir", type=Path, default=DEFAULT_RUNTIME, help="instance files (default: run/)")
+    parser.add_argument("--model-store", type=Path, default=DEFAULT_STORE, help="archives (default: model_store/)")
+    commands = parser.add_subparsers(dest="command", required=True)
+    start_parser = commands.add_parser("start", help="build what is missing, start TorchServe, wait for the model")
+    start_parser.add_argument("--model", default="slowfast_r50", choices=sorted(REGISTRY), help="registry model")
+    weights = start_parser.add_mutually_exclusive_group()
+    weights.add_argument("--checkpoint", type=Path, help="official-format checkpoint (.pyth)")
+    weights.add_argument("--random-init", action="store_true", help="random weights (plumbing tests only)")
+    start_parser.add_argument("--labels", type=Path, help="label file (default: the model's label set)")
+    start_parser.add_argument("--name", help="served model name (default: the model name)")
+    start_parser.add_argument("--timeout", type=float, default=600, help="seconds to wait for the model (default: 600)")
+    start_parser.set_defaults(func=start)
+    commands.add_parser("stop", help="stop TorchServe").set_defaults(func=stop)
+    commands.add_parser("status", help="is TorchServe running?").set_defaults(func=status)
+    commands.add_parser("token", help="issue a new inference token").set_defaults(func=token)
+    args = parser.parse_args(argv)
+    try:
+        args.func(args)
+    except (ServeError, DownloadError, ValueError, KeyError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

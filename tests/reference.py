@@ -1,0 +1,78 @@
+"""The PyTorchVideo hub tutorial pipeline, as written there, for parity tests only.
+
+``pytorchvideo.transforms`` 0.1.5 imports ``torchvision.transforms.functional_tensor``, which current
+torchvision no longer has; this test-only alias points it at ``torchvision.transforms.functional`` so the
+tutorial's transforms can be built unchanged. Product code never imports ``pytorchvideo.transforms``.
+"""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from pathlib import Path
+
+import torch
+import torchvision.transforms.functional
+
+sys.modules.setdefault("torchvision.transforms.functional_tensor", torchvision.transforms.functional)
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")  # torchvision's _transforms_video deprecation notice
+    from pytorchvideo.data.encoded_video import EncodedVideo
+    from pytorchvideo.transforms import ApplyTransformToKey, ShortSideScale, UniformTemporalSubsample
+    from torchvision.transforms import Compose, Lambda
+    from torchvision.transforms._transforms_video import CenterCropVideo, NormalizeVideo
+
+from handler.models import ModelSpec  # noqa: E402
+
+
+class PackPathway(torch.nn.Module):
+    """The tutorial's PackPathway, with alpha as an argument instead of a module global."""
+
+    def __init__(self, alpha: int) -> None:
+        super().__init__()
+        self.alpha = alpha
+
+    def forward(self, frames: torch.Tensor) -> list[torch.Tensor]:
+        fast_pathway = frames
+        slow_pathway = torch.index_select(
+            frames, 1, torch.linspace(0, frames.shape[1] - 1, frames.shape[1] // self.alpha).long()
+        )
+        return [slow_pathway, fast_pathway]
+
+
+def tutorial_transform(spec: ModelSpec) -> ApplyTransformToKey:
+    clip = spec.clip
+    steps = [
+        UniformTemporalSubsample(clip.num_frames),
+        Lambda(lambda x: x / 255.0),
+        NormalizeVideo(list(clip.mean), list(clip.std)),
+        ShortSideScale(size=clip.side_size),
+        CenterCropVideo(crop_size=(clip.crop_size, clip.crop_size)),
+    ]
+    if clip.alpha is not None:
+        steps.append(PackPathway(clip.alpha))
+    return ApplyTransformToKey(key="video", transform=Compose(steps))
+
+
+def tutorial_clip(path: str | Path, spec: ModelSpec, start_sec: float = 0) -> torch.Tensor | None:
+    """``EncodedVideo.get_clip`` exactly as the tutorial calls it: ``(C, T, H, W)`` float32 in [0, 255]."""
+    clip_duration = (spec.clip.num_frames * spec.clip.sampling_rate) / spec.clip.frames_per_second
+    video = EncodedVideo.from_path(str(path))
+    return video.get_clip(start_sec=start_sec, end_sec=start_sec + clip_duration)["video"]
+
+
+def tutorial_inputs(path: str | Path, spec: ModelSpec, start_sec: float = 0) -> list[torch.Tensor]:
+    """The model inputs of one clip, each with a leading batch dimension of 1."""
+    video_data = tutorial_transform(spec)({"video": tutorial_clip(path, spec, start_sec)})
+    inputs = video_data["video"]
+    if isinstance(inputs, torch.Tensor):
+        return [inputs[None, ...]]
+    return [i[None, ...] for i in inputs]
+
+
+@torch.inference_mode()
+def tutorial_probabilities(model: torch.nn.Module, inputs: list[torch.Tensor]) -> torch.Tensor:
+    """Softmax of the model output, as the tutorial computes it: ``(1, num_classes)``."""
+    preds = model(list(inputs) if len(inputs) > 1 else inputs[0])
+    return torch.nn.Softmax(dim=1)(preds)

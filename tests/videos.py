@@ -1,0 +1,105 @@
+"""Synthesised test videos, encoded in memory with PyAV (no binaries in the repository).
+
+Two kinds of content:
+
+- :func:`indexed_frames`: every frame is one flat colour that encodes its index, so a lossless encode
+  (``libx264rgb`` with ``crf=0``) lets a test read back exactly which frames a decoder returned;
+- :func:`moving_frames`: a textured background with a moving, rotating bar, so resizing and cropping have
+  real structure to get wrong.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from fractions import Fraction
+
+import av
+import numpy as np
+
+LOSSLESS = {"codec": "libx264rgb", "pix_fmt": "rgb24", "options": {"crf": "0"}}
+
+
+def indexed_frames(num_frames: int, height: int = 32, width: int = 48) -> np.ndarray:
+    """``(T, H, W, 3)`` uint8 frames; frame ``i`` is filled with ``(i % 256, i // 256, 77)``."""
+    frames = np.empty((num_frames, height, width, 3), dtype=np.uint8)
+    for i in range(num_frames):
+        frames[i] = (i % 256, i // 256, 77)
+    return frames
+
+
+def frame_index(frame: np.ndarray) -> int:
+    """The index encoded by :func:`indexed_frames` in an ``(H, W, 3)`` RGB frame."""
+    r, g, _ = (int(v) for v in frame[frame.shape[0] // 2, frame.shape[1] // 2])
+    return r + 256 * g
+
+
+def moving_frames(num_frames: int, height: int, width: int, seed: int = 0) -> np.ndarray:
+    """``(T, H, W, 3)`` uint8 frames: a fixed random texture plus a bright bar that moves and turns."""
+    rng = np.random.default_rng(seed)
+    texture = rng.integers(0, 160, size=(height, width, 3), dtype=np.uint8)
+    ys, xs = np.mgrid[0:height, 0:width]
+    frames = np.empty((num_frames, height, width, 3), dtype=np.uint8)
+    for i in range(num_frames):
+        angle = 0.15 * i
+        cx = width * (0.2 + 0.6 * ((i * 7) % max(num_frames, 1)) / max(num_frames, 1))
+        cy = height * 0.5
+        along = (xs - cx) * np.cos(angle) + (ys - cy) * np.sin(angle)
+        across = -(xs - cx) * np.sin(angle) + (ys - cy) * np.cos(angle)
+        bar = (np.abs(along) < width * 0.25) & (np.abs(across) < max(height * 0.05, 1.5))
+        frame = texture.copy()
+        frame[bar] = (250, 220 - (i * 3) % 200, 40)
+        frames[i] = frame
+    return frames
+
+
+def encode(
+    frames: np.ndarray | Sequence[np.ndarray],
+    *,
+    fps: float | Fraction = 30,
+    container: str = "mp4",
+    codec: str = "libx264",
+    pix_fmt: str = "yuv420p",
+    options: dict[str, str] | None = None,
+) -> bytes:
+    """Encodes ``(T, H, W, 3)`` uint8 RGB frames into a video file in memory.
+
+    Frame ``i`` gets pts ``i`` in the encoder's ``1 / fps`` time base (the muxer may rescale it). Odd sizes need a
+    4:4:4 or RGB ``pix_fmt`` (``yuv420p`` requires even width and height).
+    """
+    rate = Fraction(fps).limit_denominator(100000)
+    buffer = io.BytesIO()
+    with av.open(buffer, mode="w", format=container) as output:
+        stream = output.add_stream(codec, rate=rate)
+        stream.height, stream.width = frames[0].shape[:2]
+        stream.pix_fmt = pix_fmt
+        if options:
+            stream.options = dict(options)
+        for i, rgb in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+            frame.pts = i
+            output.mux(stream.encode(frame))
+        output.mux(stream.encode())
+    return buffer.getvalue()
+
+
+def lossless_indexed(num_frames: int, fps: float | Fraction = 30, **kwargs) -> bytes:
+    """A lossless mp4 of :func:`indexed_frames` (frame colours decode exactly)."""
+    return encode(indexed_frames(num_frames), fps=fps, **LOSSLESS, **kwargs)
+
+
+def audio_only(seconds: float = 1.0, container: str = "mp4") -> bytes:
+    """A file with a single AAC audio stream and no video."""
+    sample_rate = 16000
+    buffer = io.BytesIO()
+    with av.open(buffer, mode="w", format=container) as output:
+        stream = output.add_stream("aac", rate=sample_rate)
+        samples = np.sin(np.linspace(0, 440 * 2 * np.pi * seconds, int(sample_rate * seconds))).astype(np.float32)
+        frame_size = 1024
+        for start in range(0, len(samples) - frame_size, frame_size):
+            frame = av.AudioFrame.from_ndarray(samples[None, start : start + frame_size], format="fltp", layout="mono")
+            frame.sample_rate = sample_rate
+            frame.pts = start
+            output.mux(stream.encode(frame))
+        output.mux(stream.encode())
+    return buffer.getvalue()
