@@ -10,8 +10,8 @@ computed with the same float arithmetic, frames de-duplicated by pts and sorted.
 
 - only the video stream is demuxed and decoded, and only up to the first frame past the clip's end;
 - a seek lands on the key frame at or before the start; if the container seeks past it (the first decoded
-  frame is already later than the start), the clip is decoded again from the beginning, so the frames are
-  the same as a full decode would give;
+  frame is already later than the start, or nothing decodes after the seek), the clip is decoded again from
+  the beginning, so the frames are the same as a full decode would give;
 - only the frames that uniform temporal subsampling keeps are converted to RGB;
 - every failure is a :class:`~handler.errors.RequestError` with a reason, never an empty result.
 """
@@ -185,7 +185,8 @@ def _scan_window(
     container: av.container.InputContainer, stream: av.video.stream.VideoStream, window: _Window, *, seek: bool
 ) -> _Scan:
     """Decodes from the start (or, with ``seek``, from the key frame at or before the window start) until the
-    first frame past the window end. A seek that lands after the window start reports ``overshot``.
+    first frame past the window end. A seek that lands after the window start, or after which nothing decodes,
+    reports ``overshot``.
     """
     if seek:
         container.seek(int(window.start_pts), backward=True, any_frame=False, stream=stream)
@@ -203,6 +204,8 @@ def _scan_window(
             break
         if frame.pts >= window.start_pts:
             by_pts[frame.pts] = frame
+    if seek and last_pts is None:
+        return _Scan(frames=[], last_frame_sec=None, overshot=True)  # nothing decodable after the seek point
     offset = stream.start_time or 0
     last_sec = None if last_pts is None else float((last_pts - offset) * stream.time_base)
     return _Scan(frames=[by_pts[pts] for pts in sorted(by_pts)], last_frame_sec=last_sec)

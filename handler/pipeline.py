@@ -126,26 +126,21 @@ class VideoClassifier:
         An item that is already a :class:`RequestError` (it failed parsing), or fails decoding, stays an error in
         its slot; all other clips go through one forward together.
         """
-        results: list[dict[str, Any] | RequestError | PreparedClip] = []
-        for request in requests:
-            if isinstance(request, RequestError):
-                results.append(request)
-                continue
-            try:
-                results.append(self.prepare(request))
-            except RequestError as error:
-                results.append(error)
-        prepared = [(i, r) for i, r in enumerate(results) if isinstance(r, PreparedClip)]
-        if not prepared:
-            return results  # type: ignore[return-value]
-        started = time.perf_counter()
-        probs = self.probabilities(torch.stack([clip.tensor for _, clip in prepared]))
-        inference_ms = (time.perf_counter() - started) * 1000
-        for row, (i, clip) in enumerate(prepared):
-            request = requests[i]
-            assert isinstance(request, VideoRequest)
-            results[i] = self._response(probs[row], request, clip, len(prepared), inference_ms)
-        return results  # type: ignore[return-value]
+        results: list[Any] = list(requests)  # errors stay in place; requests are replaced by responses
+        prepared: dict[int, PreparedClip] = {}
+        for i, request in enumerate(requests):
+            if isinstance(request, VideoRequest):
+                try:
+                    prepared[i] = self.prepare(request)
+                except RequestError as error:
+                    results[i] = error
+        if prepared:
+            started = time.perf_counter()
+            probs = self.probabilities(torch.stack([clip.tensor for clip in prepared.values()]))
+            inference_ms = (time.perf_counter() - started) * 1000
+            for row, (i, clip) in enumerate(prepared.items()):
+                results[i] = self._response(probs[row], requests[i], clip, len(requests), inference_ms)
+        return results
 
     def _response(
         self, probs: torch.Tensor, request: VideoRequest, clip: PreparedClip, batch_size: int, inference_ms: float

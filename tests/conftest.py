@@ -57,3 +57,25 @@ def classifier(random_checkpoint: Callable[[str], Path]) -> Callable[[str], Vide
         return cache[name]
 
     return make
+
+
+@pytest.fixture(scope="session")
+def archive(
+    tmp_path_factory: pytest.TempPathFactory, random_checkpoint: Callable[[str], Path]
+) -> Callable[[str], Path]:
+    """``archive(name)``: a (cached) ``.mar`` of that model with random-init weights, built by the real script.
+
+    Batching is set up for tests: batches of up to 4 requests, waiting up to 500 ms for a batch to fill.
+    """
+    from build_archive import ServingConfig, build_archive
+
+    store = tmp_path_factory.mktemp("model_store")
+    cache: dict[str, Path] = {}
+
+    def make(name: str) -> Path:
+        if name not in cache:
+            serving = ServingConfig(batch_size=4, max_batch_delay_ms=500, response_timeout_s=300)
+            cache[name] = build_archive(name, random_checkpoint(name), model_store=store, serving=serving)
+        return cache[name]
+
+    return make

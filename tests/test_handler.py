@@ -1,0 +1,108 @@
+"""The TorchServe adapter, in process, against an extracted archive and a stand-in for TorchServe's Context."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from handler.ts_handler import SlowFastHandler
+from tests.videos import encode, moving_frames
+
+
+class MockContext:
+    """The parts of ``ts.context.Context`` the handler uses, recording what it sets per request."""
+
+    def __init__(self, model_dir: Path, headers: list[dict[str, str]] | None = None) -> None:
+        self.manifest = json.loads((model_dir / "MAR-INF" / "MANIFEST.json").read_text())
+        self.model_yaml_config = yaml.safe_load((model_dir / "model-config.yaml").read_text())
+        self.system_properties = {"model_dir": str(model_dir), "gpu_id": None, "batch_size": 4}
+        self.headers = headers or []
+        self.request_ids = {i: f"request-{i}" for i in range(len(self.headers))}
+        self.statuses: dict[int, tuple[int, str]] = {}
+        self.content_types: dict[int, str] = {}
+
+    def get_all_request_header(self, idx: int) -> dict[str, str]:
+        return self.headers[idx]
+
+    def set_response_status(self, code: int = 200, phrase: str = "", idx: int = 0) -> None:
+        self.statuses[idx] = (code, phrase)
+
+    def set_response_content_type(self, idx: int, value: str) -> None:
+        self.content_types[idx] = value
+
+
+@pytest.fixture(scope="module")
+def model_dir(archive: Callable[[str], Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The slow_r50 test archive, extracted as TorchServe extracts it."""
+    directory = tmp_path_factory.mktemp("model_dir")
+    with zipfile.ZipFile(archive("slow_r50")) as mar:
+        mar.extractall(directory)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def handler(model_dir: Path) -> SlowFastHandler:
+    instance = SlowFastHandler()
+    instance.initialize(MockContext(model_dir))
+    return instance
+
+
+def test_batch_with_bad_requests_answers_each_in_order(handler: SlowFastHandler, model_dir: Path) -> None:
+    video = encode(moving_frames(75, 120, 160), fps=25)
+    batch: list[dict[str, Any]] = [
+        {"data": bytearray(video)},
+        {"body": bytearray(b"definitely not a video")},
+        {"body": bytearray(video)},
+        {"data": bytearray(video), "top_k": bytearray(b"0")},
+        {"data": bytearray(video), "start_sec": bytearray(b"1.0"), "top_k": bytearray(b"3")},
+    ]
+    headers = [{}, {"Content-Type": "video/mp4"}, {"X-Top-K": "2"}, {}, {}]
+    context = MockContext(model_dir, headers)
+    responses = handler.handle(batch, context)
+
+    assert len(responses) == len(batch)
+    assert context.statuses == {1: (400, "InvalidVideo"), 3: (400, "InvalidOption")}
+    assert set(context.content_types.values()) == {"application/json"}
+    assert responses[1]["code"] == 400
+    assert responses[1]["type"] == "InvalidVideo"
+    assert responses[3]["type"] == "InvalidOption"
+    assert [len(responses[i]["predictions"]) for i in (0, 2, 4)] == [5, 2, 3]
+    assert responses[4]["clip"]["start_sec"] == 1.0
+    for i in (0, 2, 4):
+        assert responses[i]["model"] == "slow_r50"
+        assert responses[i]["weights"] == "random-init"
+        assert responses[i]["batch_size"] == len(batch)
+    json.dumps(responses)  # TorchServe serialises non-bytes results with json.dumps
+
+
+def test_all_bad_batch_runs_no_forward(handler: SlowFastHandler, model_dir: Path) -> None:
+    context = MockContext(model_dir, [{}, {}])
+    responses = handler.handle([{"body": bytearray()}, {"nothing": bytearray(b"x")}], context)
+    assert [r["type"] for r in responses] == ["EmptyVideo", "MissingVideo"]
+    assert context.statuses == {0: (400, "EmptyVideo"), 1: (400, "MissingVideo")}
+
+
+def test_handle_before_initialize_fails_loudly(model_dir: Path) -> None:
+    with pytest.raises(RuntimeError, match="initialize"):
+        SlowFastHandler().handle([{"body": bytearray(b"x")}], MockContext(model_dir, [{}]))
+
+
+def test_label_count_must_match_the_model(model_dir: Path, tmp_path: Path) -> None:
+    (tmp_path / "labels.json").write_text(json.dumps([f"class {i}" for i in range(10)]))
+    context = MockContext(model_dir)
+    context.model_yaml_config["handler"]["labels"] = str(tmp_path / "labels.json")
+    with pytest.raises(ValueError, match="10 labels for a model with 400 classes"):
+        SlowFastHandler().initialize(context)
+
+
+def test_unknown_handler_setting_is_named(model_dir: Path) -> None:
+    context = MockContext(model_dir)
+    context.model_yaml_config["handler"]["topk"] = 3
+    with pytest.raises(ValueError, match=r"unknown key\(s\) \['topk'\]"):
+        SlowFastHandler().initialize(context)

@@ -1,0 +1,81 @@
+"""Request parsing: where the video and the options come from, and how bad ones are refused."""
+
+from __future__ import annotations
+
+import pytest
+
+from handler.errors import RequestError
+from handler.request import Limits, VideoRequest, parse_request
+
+LIMITS = Limits(num_classes=400, default_top_k=5)
+VIDEO = bytearray(b"\x00\x00\x00\x18ftypmp42")
+
+
+def _error(row: dict, headers: dict | None = None) -> RequestError:
+    with pytest.raises(RequestError) as info:
+        parse_request(row, headers or {}, LIMITS)
+    return info.value
+
+
+def test_multipart_fields() -> None:
+    request = parse_request({"data": VIDEO, "top_k": bytearray(b"3"), "start_sec": bytearray(b" 1.5 ")}, {}, LIMITS)
+    assert request == VideoRequest(video=bytes(VIDEO), top_k=3, start_sec=1.5)
+
+
+def test_raw_body_with_option_headers_in_any_case() -> None:
+    request = parse_request(
+        {"body": VIDEO}, {"x-top-k": "2", "X-START-SEC": "0.25", "Content-Type": "video/mp4"}, LIMITS
+    )
+    assert (request.top_k, request.start_sec) == (2, 0.25)
+
+
+def test_form_field_wins_over_header() -> None:
+    request = parse_request({"data": VIDEO, "top_k": b"7"}, {"X-Top-K": "2"}, LIMITS)
+    assert request.top_k == 7
+
+
+def test_defaults() -> None:
+    request = parse_request({"body": VIDEO}, {}, Limits(num_classes=8, default_top_k=3))
+    assert (request.top_k, request.start_sec) == (3, 0.0)
+
+
+def test_grpc_style_string_values() -> None:
+    assert parse_request({"data": VIDEO, "top_k": "400"}, {}, LIMITS).top_k == 400
+
+
+@pytest.mark.parametrize("value", [b"0", b"-1", b"401", b"abc", b"2.5", b"", b"1e3"])
+def test_invalid_top_k(value: bytes) -> None:
+    error = _error({"data": VIDEO, "top_k": value})
+    assert (error.status, error.type) == (400, "InvalidOption")
+    assert "top_k must be an integer from 1 to 400" in error.message
+
+
+@pytest.mark.parametrize("value", ["-0.5", "nan", "inf", "soon", ""])
+def test_invalid_start_sec_header(value: str) -> None:
+    error = _error({"body": VIDEO}, {"X-Start-Sec": value})
+    assert (error.status, error.type) == (400, "InvalidOption")
+    assert "start_sec" in error.message
+
+
+def test_unknown_field_is_named() -> None:
+    error = _error({"data": VIDEO, "topk": b"3"})
+    assert (error.status, error.type) == (400, "UnknownOption")
+    assert "'topk'" in error.message
+    assert "top_k, start_sec" in error.message
+
+
+def test_option_that_is_not_utf8() -> None:
+    assert _error({"data": VIDEO, "top_k": b"\xff\xfe"}).type == "InvalidOption"
+
+
+def test_missing_video_explains_content_types() -> None:
+    # What TorchServe delivers for `curl --data-binary @clip.mp4` without a Content-Type: a parsed form.
+    error = _error({"\x00\x00\x00\x18ftypmp42\x00junk": b""})
+    assert (error.status, error.type) == (400, "MissingVideo")
+    assert "application/x-www-form-urlencoded" in error.message
+
+
+@pytest.mark.parametrize("body", ["text decoded by TorchServe", {"json": "object"}, [1, 2]])
+def test_text_or_json_body_is_415(body: object) -> None:
+    error = _error({"body": body})
+    assert (error.status, error.type) == (415, "UnsupportedMediaType")

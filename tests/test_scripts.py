@@ -1,0 +1,96 @@
+"""The command-line scripts: offline behaviour, archive reuse, token discovery."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import serve
+from build_archive import BuildRecord
+from classify import find_key_file
+from download_weights import DownloadError, download_checkpoint
+
+from handler import models
+
+
+def _closed_port_url(filename: str) -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}/model_zoo/kinetics/{filename}"  # nothing listens there any more
+
+
+@pytest.fixture
+def offline_slowfast(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> models.ModelSpec:
+    """slowfast_r50 whose checkpoint URL is unreachable, with an empty torch.hub cache."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+    spec = models.REGISTRY["slowfast_r50"]
+    offline = dataclasses.replace(spec, checkpoint_url=_closed_port_url(spec.checkpoint_filename))
+    monkeypatch.setitem(models.REGISTRY, "slowfast_r50", offline)
+    return offline
+
+
+def test_download_fails_fast_offline_and_says_how_to_proceed(offline_slowfast: models.ModelSpec) -> None:
+    with pytest.raises(DownloadError) as info:
+        download_checkpoint(offline_slowfast, timeout=5)
+    message = str(info.value)
+    assert "CHECKPOINT=/path/to/SLOWFAST_8x8_R50.pyth" in message
+    assert "RANDOM_INIT=1" in message
+    assert "hub/checkpoints" in message
+
+
+def test_cached_checkpoint_needs_no_network(offline_slowfast: models.ModelSpec, tmp_path: Path) -> None:
+    cached = tmp_path / "torch-home" / "hub" / "checkpoints" / "SLOWFAST_8x8_R50.pyth"
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b"placeholder")
+    assert download_checkpoint(offline_slowfast, timeout=5) == cached
+
+
+def test_serve_without_checkpoint_offline_exits_with_instructions(
+    offline_slowfast: models.ModelSpec, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["--runtime-dir", str(tmp_path / "run"), "--model-store", str(tmp_path / "store"), "start"]
+    assert serve.main([*argv, "--model", "slowfast_r50"]) == 1
+    err = capsys.readouterr().err
+    assert "cannot download the slowfast_r50 checkpoint" in err
+    assert "make serve MODEL=slowfast_r50 CHECKPOINT=" in err
+    assert not (tmp_path / "store" / "slowfast_r50.mar").exists()
+
+
+def test_archive_is_rebuilt_only_when_its_inputs_change(
+    random_checkpoint: Callable[[str], Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    checkpoint = tmp_path / "slow.pyth"
+    checkpoint.write_bytes(random_checkpoint("slow_r50").read_bytes())
+    store = tmp_path / "store"
+
+    def ensure() -> Path:
+        return serve.ensure_archive("slow_r50", checkpoint, None, "slow_r50", store, random_init=False)
+
+    archive = ensure()
+    built_at = archive.stat().st_mtime_ns
+    assert ensure().stat().st_mtime_ns == built_at
+    assert "using" in capsys.readouterr().out
+    record = BuildRecord.load("slow_r50", store)
+    assert record is not None
+    assert record.weights == "random-init"
+    os.utime(checkpoint, ns=(built_at + 10**9, built_at + 10**9))  # the checkpoint file changed
+    ensure()
+    assert archive.stat().st_mtime_ns != built_at
+
+
+def test_key_file_discovery_order(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    explicit, from_env, local = tmp_path / "a.json", tmp_path / "b.json", tmp_path / "key_file.json"
+    for path in (explicit, from_env, local):
+        path.write_text("{}")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TS_KEY_FILE", str(from_env))
+    assert find_key_file(explicit) == explicit
+    assert find_key_file(None) == from_env
+    monkeypatch.delenv("TS_KEY_FILE")
+    repo_key = serve.REPO / "run" / "key_file.json"
+    assert find_key_file(None) == (repo_key if repo_key.exists() else Path("key_file.json"))
