@@ -21,10 +21,19 @@ import os
 import sys
 from pathlib import Path
 
-import requests
-from rich.console import Console
-from rich.table import Table
-from torchserve_ctl import REPO, ServeError, read_token
+REPO = Path(__file__).resolve().parents[1]
+try:
+    import requests
+    from rich.console import Console
+    from rich.table import Table
+except ImportError:
+    # Run as `scripts/classify.py` by a python without the client's packages: use the project's venv if built.
+    venv_python = REPO / ".venv" / "bin" / "python"
+    if venv_python.exists() and Path(sys.prefix).resolve() != (REPO / ".venv").resolve():
+        os.execv(venv_python, [str(venv_python), __file__, *sys.argv[1:]])
+    sys.exit("classify.py needs `requests` and `rich`: run `make setup`, or `pip install requests rich`")
+
+from torchserve_ctl import ServeError, read_token  # noqa: E402
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 
@@ -57,10 +66,8 @@ def classify(
 def render(console: Console, video: Path, body: dict) -> None:
     """A readable table of one successful response."""
     clip = body.get("clip", {})
-    table = Table(
-        title=f"{video}  ·  {body.get('model')}  ·  clip {clip.get('start_sec')}-{clip.get('end_sec')} s",
-        title_justify="left",
-    )
+    console.print(f"[bold]{video}[/bold]  {body.get('model')}, clip {clip.get('start_sec')}-{clip.get('end_sec')} s")
+    table = Table()
     table.add_column("#", justify="right")
     table.add_column("label")
     table.add_column("score", justify="right")

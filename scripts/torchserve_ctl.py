@@ -15,6 +15,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -160,13 +161,11 @@ class TorchServe:
 
     def pid(self) -> int | None:
         """PID of the running frontend, from the CLI's pid file, or ``None``."""
-        pid_file = self.runtime_dir / "tmp" / ".model_server.pid"
         try:
-            pid = int(pid_file.read_text().strip())
-            os.kill(pid, 0)
+            pid = int((self.runtime_dir / "tmp" / ".model_server.pid").read_text().strip())
         except (OSError, ValueError):
             return None
-        return pid
+        return pid if _alive(pid) else None
 
     def start(
         self, models: dict[str, str], base_config: Path = DEFAULT_CONFIG, overrides: dict[str, str] | None = None
@@ -199,14 +198,17 @@ class TorchServe:
         if result.returncode != 0 or self.pid() is None:
             raise ServeError(f"torchserve did not start (exit code {result.returncode}).\n{self.log_tail()}")
 
-    def stop(self) -> bool:
-        """Stops the instance; returns whether one was running."""
-        if self.pid() is None:
+    def stop(self, timeout: float = 60) -> bool:
+        """Stops the instance and waits for the frontend process to exit; returns whether one was running."""
+        pid = self.pid()
+        if pid is None:
             return False
-        self._torchserve("--stop")
-        deadline = time.monotonic() + 60
-        while self.pid() is not None and time.monotonic() < deadline:
-            time.sleep(0.5)
+        self._torchserve("--stop")  # removes the pid file at once; the JVM and its workers exit a little later
+        deadline = time.monotonic() + timeout
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if _alive(pid):
+            os.kill(pid, signal.SIGKILL)
         return True
 
     def token(self, kind: str = "inference") -> str:
@@ -250,6 +252,16 @@ class TorchServe:
                 tail = path.read_text(errors="replace").splitlines()[-lines:]
                 parts.append(f"--- {path} (last {len(tail)} lines) ---\n" + "\n".join(tail))
         return "\n".join(parts) or f"(no logs in {self.log_dir})"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def read_token(key_file: Path, kind: str = "inference") -> str:

@@ -14,6 +14,7 @@ import pytest
 import requests
 from torchserve_ctl import REPO, TorchServe
 
+from handler.models import get_spec
 from tests.videos import encode, moving_frames
 
 pytestmark = pytest.mark.integration
@@ -185,3 +186,35 @@ def test_client_reports_a_bad_file_and_exits_nonzero(server: TorchServe, tmp_pat
     result = _client(server, str(bad))
     assert result.returncode == 1
     assert "HTTP 400 InvalidVideo" in result.stderr
+
+
+def test_client_json_equals_the_tutorial_pipeline(
+    server: TorchServe, random_checkpoint: Callable[[str], Path], tmp_path: Path
+) -> None:
+    """Top-5 ids and scores from scripts/classify.py --json equal the hub tutorial's, with the same weights."""
+    from tests import reference
+    from tests.test_parity import _hub_model
+
+    hub_model = _hub_model(MODEL, random_checkpoint(MODEL))
+    spec = get_spec(MODEL)
+    cases = [
+        ("h264-25fps.mkv", encode(moving_frames(100, 180, 320, seed=3), fps=25, container="matroska"), None),
+        (
+            "vp9-60fps.webm",
+            encode(moving_frames(150, 144, 256, seed=4), fps=60, container="webm", codec="libvpx-vp9"),
+            0.4,
+        ),
+        ("mpeg4-short.avi", encode(moving_frames(30, 120, 160, seed=5), fps=24, container="avi", codec="mpeg4"), None),
+    ]
+    for name, data, start_sec in cases:
+        path = tmp_path / name
+        path.write_bytes(data)
+        args = [str(path), "--json"] + ([] if start_sec is None else ["--start-sec", str(start_sec)])
+        result = _client(server, *args)
+        assert result.returncode == 0, result.stderr
+        served = json.loads(result.stdout)["predictions"]
+        inputs = reference.tutorial_inputs(path, spec, start_sec or 0)
+        expected = reference.tutorial_probabilities(hub_model, inputs)[0].topk(5)
+        assert [p["class_id"] for p in served] == expected.indices.tolist(), name
+        for p, score in zip(served, expected.values.tolist(), strict=True):
+            assert p["score"] == pytest.approx(score, abs=1e-5), name

@@ -1,0 +1,47 @@
+"""The README tells the truth about the registry, the options and the test command."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from handler.models import REGISTRY, ModelSpec
+from handler.request import DEFAULT_TOP_K, OPTIONS
+
+REPO = Path(__file__).resolve().parents[1]
+README = (REPO / "README.md").read_text()
+
+
+def _model_row(spec: ModelSpec) -> str:
+    clip = spec.clip
+    slow = "–" if clip.alpha is None else str(clip.num_frames // clip.alpha)
+    assert spec.accuracy is not None
+    return (
+        f"| `{spec.name}` | {clip.num_frames} × {clip.sampling_rate} | {slow} / {clip.num_frames} "
+        f"| {clip.duration_sec:.3f} s | {clip.side_size} / {clip.crop_size} "
+        f"| {spec.accuracy.top1:.2f} / {spec.accuracy.top5:.2f} | {spec.gflops:g} | {spec.params_m:g} "
+        f"| `{spec.checkpoint_filename}` |"
+    )
+
+
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_models_table_matches_the_registry(name: str) -> None:
+    assert _model_row(REGISTRY[name]) in README
+
+
+def test_models_table_lists_nothing_else() -> None:
+    rows = re.findall(r"^\| `(\w+)` \| \d+ × \d+ \|", README, flags=re.MULTILINE)
+    assert sorted(rows) == sorted(REGISTRY)
+
+
+def test_options_table_matches_the_parser() -> None:
+    for option in OPTIONS:
+        assert re.search(rf"^\| .* \| `{option.name}` \| `{option.header}` \|", README, flags=re.MULTILINE), option
+    assert f"| `top_k` | `X-Top-K` | {DEFAULT_TOP_K} |" in README
+
+
+def test_ci_runs_the_readme_test_command() -> None:
+    assert "make test " in README
+    assert (REPO / ".ci" / "run").read_text().strip().splitlines()[-1] == "make test"
