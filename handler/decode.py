@@ -189,7 +189,10 @@ def _scan_window(
     reports ``overshot``.
     """
     if seek:
-        container.seek(int(window.start_pts), backward=True, any_frame=False, stream=stream)
+        try:
+            container.seek(int(window.start_pts), backward=True, any_frame=False, stream=stream)
+        except av.FFmpegError:  # e.g. no index to seek with: decoding from the start still works
+            return _Scan(frames=[], last_frame_sec=None, overshot=True)
     by_pts: dict[int, av.VideoFrame] = {}
     last_pts = None
     for frame in _decode(container, stream):
@@ -228,9 +231,21 @@ def _decode(container: av.container.InputContainer, stream: av.video.stream.Vide
 
 
 def _to_rgb(frames: list[av.VideoFrame], keep: torch.Tensor) -> torch.Tensor:
-    """``(len(keep), H, W, 3)`` uint8 RGB of ``frames[keep]``, converting each distinct frame once."""
+    """``(len(keep), H, W, 3)`` uint8 RGB of ``frames[keep]``, converting each distinct frame once.
+
+    A stream whose resolution changes inside the clip is scaled to the size of the first kept frame.
+    """
     unique, inverse = torch.unique(keep, return_inverse=True)
-    rgb = np.stack([frames[i].to_ndarray(format="rgb24") for i in unique.tolist()])
+    chosen = [frames[i] for i in unique.tolist()]
+    width, height = chosen[0].width, chosen[0].height
+    rgb = np.stack(
+        [
+            f.to_ndarray(format="rgb24")
+            if (f.width, f.height) == (width, height)
+            else f.to_ndarray(format="rgb24", width=width, height=height)
+            for f in chosen
+        ]
+    )
     return torch.from_numpy(rgb)[inverse]
 
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from handler.decode import DecodedClip, decode_clip
+from handler.decode import VideoInfo, decode_clip
 from handler.errors import RequestError
 from handler.models import ModelSpec, load_model
 from handler.request import VideoRequest
@@ -41,12 +41,16 @@ class PreparedClip:
 
     Attributes:
         tensor: ``(3, T, S, S)`` float32, normalised, on the CPU.
-        decoded: the decoded clip it came from (frames and metadata).
+        start_sec, end_sec, source_frames, info: the decoded clip's window and metadata (its frames are not
+            kept: they are no longer needed once the tensor exists).
         decode_ms, preprocess_ms: wall-clock time of the two CPU stages.
     """
 
     tensor: torch.Tensor
-    decoded: DecodedClip
+    start_sec: float
+    end_sec: float
+    source_frames: int
+    info: VideoInfo
     decode_ms: float
     preprocess_ms: float
 
@@ -98,7 +102,10 @@ class VideoClassifier:
         tensor = preprocess_frames(decoded.frames, clip)
         return PreparedClip(
             tensor=tensor,
-            decoded=decoded,
+            start_sec=decoded.start_sec,
+            end_sec=decoded.end_sec,
+            source_frames=decoded.source_frames,
+            info=decoded.info,
             decode_ms=(decoded_at - started) * 1000,
             preprocess_ms=(time.perf_counter() - decoded_at) * 1000,
         )
@@ -146,7 +153,7 @@ class VideoClassifier:
         self, probs: torch.Tensor, request: VideoRequest, clip: PreparedClip, batch_size: int, inference_ms: float
     ) -> dict[str, Any]:
         scores, ids = probs.topk(request.top_k)
-        decoded, info = clip.decoded, clip.decoded.info
+        info = clip.info
         return {
             "model": self.spec.name,
             "weights": self.weights,
@@ -155,10 +162,10 @@ class VideoClassifier:
                 for s, i in zip(scores.tolist(), ids.tolist(), strict=True)
             ],
             "clip": {
-                "start_sec": round(decoded.start_sec, 3),
-                "end_sec": round(decoded.end_sec, 3),
+                "start_sec": round(clip.start_sec, 3),
+                "end_sec": round(clip.end_sec, 3),
                 "frames": self.spec.clip.num_frames,
-                "source_frames": decoded.source_frames,
+                "source_frames": clip.source_frames,
             },
             "video": {
                 "width": info.width,

@@ -112,21 +112,36 @@ class _SeekPastTarget:
         self._container.seek(late, **{**kwargs, "any_frame": self._any_frame})
 
 
+class _SeekFails(_SeekPastTarget):
+    """A real container that cannot seek (as some unindexed files)."""
+
+    def seek(self, offset, **kwargs) -> None:
+        raise av.error.FFmpegError(38, "Function not implemented")
+
+
 @pytest.mark.parametrize(
-    ("key_frame_interval", "any_frame"),
-    [("30", False), ("250", True)],
-    ids=["lands-on-a-later-key-frame", "lands-mid-gop-nothing-decodes"],
+    ("key_frame_interval", "any_frame", "container_type"),
+    [("30", False, _SeekPastTarget), ("250", True, _SeekPastTarget), ("30", False, _SeekFails)],
+    ids=["lands-on-a-later-key-frame", "lands-mid-gop-nothing-decodes", "seek-raises"],
 )
 def test_a_seek_that_overshoots_falls_back_to_decoding_from_the_start(
-    monkeypatch: pytest.MonkeyPatch, key_frame_interval: str, any_frame: bool
+    monkeypatch: pytest.MonkeyPatch, key_frame_interval: str, any_frame: bool, container_type: type
 ) -> None:
     data = encode(indexed_frames(150), fps=30, **{**LOSSLESS, "options": {"crf": "0", "g": key_frame_interval}})
     expected = decode_clip(data, start_sec=2.0, end_sec=2.0 + CLIP_SEC, num_samples=32)
     original_open = decode_module._open
-    monkeypatch.setattr(decode_module, "_open", lambda data: _SeekPastTarget(original_open(data), any_frame))
+    monkeypatch.setattr(decode_module, "_open", lambda data: container_type(original_open(data), any_frame))
     clip = decode_clip(data, start_sec=2.0, end_sec=2.0 + CLIP_SEC, num_samples=32)
     assert clip.source_frames == expected.source_frames == 64
     assert [frame_index(f.numpy()) for f in clip.frames] == [frame_index(f.numpy()) for f in expected.frames]
+
+
+def test_a_resolution_change_inside_the_clip_is_scaled_to_the_first_frame() -> None:
+    small = av.VideoFrame.from_ndarray(indexed_frames(1, 24, 32)[0], format="rgb24")
+    large = av.VideoFrame.from_ndarray(indexed_frames(2, 48, 64)[1], format="rgb24")
+    rgb = decode_module._to_rgb([small, large, small], uniform_temporal_indices(3, 4))
+    assert rgb.shape == (4, 24, 32, 3)
+    assert [frame_index(f.numpy()) for f in rgb] == [0, 0, 1, 0]
 
 
 def _error(data: bytes, start_sec: float = 0.0) -> RequestError:
