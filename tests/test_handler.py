@@ -9,8 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 import yaml
 
+from handler.pipeline import select_device
 from handler.ts_handler import SlowFastHandler
 from tests.videos import encode, moving_frames
 
@@ -106,3 +108,12 @@ def test_unknown_handler_setting_is_named(model_dir: Path) -> None:
     context.model_yaml_config["handler"]["topk"] = 3
     with pytest.raises(ValueError, match=r"unknown key\(s\) \['topk'\]"):
         SlowFastHandler().initialize(context)
+
+
+def test_device_follows_the_gpu_torchserve_assigns(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert select_device(None) == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert select_device(0) == torch.device("cpu")  # a GPU id on a machine without CUDA
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert select_device(1) == torch.device("cuda:1")
+    assert select_device(None) == torch.device("cpu")
