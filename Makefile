@@ -6,6 +6,7 @@
 #   make test            the whole suite (unit, parity, TorchServe integration) plus lint
 #   make archive MODEL=... CHECKPOINT=...|RANDOM_INIT=1
 #   make download MODEL=...
+#   make train-demo      re-create the synthetic dataset and re-train models/motion_demo (about 20 minutes)
 
 SHELL := /bin/bash
 VENV ?= .venv
@@ -22,7 +23,9 @@ PYTEST_ARGS ?=
 weights_args = $(if $(filter 1 yes true,$(RANDOM_INIT)),--random-init,$(if $(CHECKPOINT),--checkpoint $(CHECKPOINT)))
 model_args = --model $(MODEL) $(weights_args) $(if $(LABELS),--labels $(LABELS)) $(if $(NAME),--name $(NAME))
 
-.PHONY: setup serve stop status archive download test lint clean
+DEMO_DATA ?= data/motion
+
+.PHONY: setup serve stop status archive download train-demo test lint clean
 
 setup: $(STAMP)
 
@@ -44,6 +47,14 @@ archive: $(STAMP)
 
 download: $(STAMP)
 	$(PY) scripts/download_weights.py $(MODEL)
+
+# The exact recipe of the committed models/motion_demo (seeds fixed; see models/motion_demo/training.json).
+train-demo: $(STAMP)
+	$(PY) scripts/motion_dataset.py $(DEMO_DATA)/train --per-class 96 --seed 0
+	$(PY) scripts/motion_dataset.py $(DEMO_DATA)/val --per-class 16 --seed 1
+	$(PY) scripts/finetune.py $(DEMO_DATA)/train --val $(DEMO_DATA)/val --model motion_demo \
+		--hflip models/motion_demo/hflip.json --motion-stem --optimizer adamw --lr 0.0015 --weight-decay 0.05 \
+		--epochs 12 --batch-size 16 --crop-jitter 0.3 --workers 1 --seed 0 --out models/motion_demo
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check handler scripts tests

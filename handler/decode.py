@@ -93,8 +93,6 @@ def decode_clip(data: bytes, *, start_sec: float, end_sec: float, num_samples: i
         RequestError: 400 when the bytes are not a readable video, hold no video stream, fail to decode, or
             have no frame inside the window.
     """
-    if not data:
-        raise bad_request("EmptyVideo", "the upload is empty; send the video file's bytes")
     with _open(data) as container:
         stream = container.streams.video[0]
         info = _video_info(container, stream)
@@ -116,7 +114,19 @@ def decode_clip(data: bytes, *, start_sec: float, end_sec: float, num_samples: i
     )
 
 
+def probe(data: bytes) -> VideoInfo:
+    """The video stream's metadata, read from the container header without decoding frames.
+
+    Raises:
+        RequestError: 400 as :func:`decode_clip` for empty, unreadable or video-less files.
+    """
+    with _open(data) as container:
+        return _video_info(container, container.streams.video[0])
+
+
 def _open(data: bytes) -> av.container.InputContainer:
+    if not data:
+        raise bad_request("EmptyVideo", "the upload is empty; send the video file's bytes")
     try:
         container = av.open(io.BytesIO(data), mode="r")
     except av.FFmpegError as e:

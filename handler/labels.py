@@ -19,7 +19,25 @@ def kinetics400() -> list[str]:
     return list(R3D_18_Weights.KINETICS400_V1.meta["categories"])
 
 
-LABEL_SETS = {"kinetics400": kinetics400}
+# The synthetic motion classes of the bundled demo model (scripts/motion_dataset.py draws them).
+MOTION_CLASSES = (
+    "moving left",
+    "moving right",
+    "moving up",
+    "moving down",
+    "rotating clockwise",
+    "rotating counterclockwise",
+    "growing",
+    "shrinking",
+)
+
+
+def motion8() -> list[str]:
+    """The 8 motion classes ordered by class id: sorted, as the fine-tuning tool orders class folders."""
+    return sorted(MOTION_CLASSES)
+
+
+LABEL_SETS = {"kinetics400": kinetics400, "motion8": motion8}
 
 
 def label_set(name: str) -> list[str]:

@@ -90,6 +90,7 @@ class ModelSpec:
         labels: name of the label set (see :mod:`handler.labels`).
         num_classes: size of the classifier head.
         checkpoint_url: the official checkpoint, or ``None`` for models without one.
+        bundled_checkpoint: a checkpoint committed to this repository (path from its root), if any.
         output: ``"logits"`` (softmax is applied by the pipeline) or ``"probabilities"``.
         accuracy, gflops, params_m: published figures (PyTorchVideo model zoo); ``None`` when unpublished.
     """
@@ -100,6 +101,7 @@ class ModelSpec:
     labels: str
     num_classes: int
     checkpoint_url: str | None
+    bundled_checkpoint: str | None = None
     output: Literal["logits", "probabilities"] = "logits"
     accuracy: Accuracy | None = None
     gflops: float | None = None
@@ -139,6 +141,24 @@ REGISTRY: dict[str, ModelSpec] = {
         _kinetics_hub_model("slowfast_r50", "SLOWFAST_8x8_R50.pyth", _SLOWFAST_CLIP, 76.94, 92.69, 65.71, 34.57),
         _kinetics_hub_model("slowfast_r101", "SLOWFAST_8x8_R101.pyth", _SLOWFAST_CLIP, 77.90, 93.27, 127.20, 62.83),
         _kinetics_hub_model("slow_r50", "SLOW_8x8_R50.pyth", _SLOW_CLIP, 74.58, 91.63, 54.52, 32.45),
+        # A small SlowFast trained by this project on synthetic motion videos (scripts/motion_dataset.py,
+        # scripts/finetune.py); works offline. Reduced width and depth, 112-pixel crops, alpha 4 as the others.
+        ModelSpec(
+            name="motion_demo",
+            builder="pytorchvideo.models.slowfast:create_slowfast",
+            clip=ClipSpec(num_frames=16, sampling_rate=4, side_size=128, crop_size=112, alpha=4),
+            labels="motion8",
+            num_classes=8,
+            checkpoint_url=None,
+            bundled_checkpoint="models/motion_demo/motion_demo.pyth",
+            builder_kwargs={
+                "model_depth": 18,
+                "stem_dim_outs": (32, 8),
+                "slowfast_channel_reduction_ratio": (4,),
+                "head_pool": nn.AdaptiveAvgPool3d,
+                "head_output_size": ((1, 1, 1), (1, 1, 1)),
+            },
+        ),
     )
 }
 

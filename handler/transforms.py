@@ -58,12 +58,26 @@ def center_crop_offsets(height: int, width: int, crop_size: int) -> tuple[int, i
     return int(round((height - crop_size) / 2.0)), int(round((width - crop_size) / 2.0))
 
 
-def preprocess_frames(frames: torch.Tensor, clip: ClipSpec) -> torch.Tensor:
-    """Normalises, rescales and center-crops already-subsampled frames.
+def preprocess_frames(
+    frames: torch.Tensor,
+    clip: ClipSpec,
+    *,
+    side_size: int | None = None,
+    crop_position: tuple[float, float] | None = None,
+    flip: bool = False,
+) -> torch.Tensor:
+    """Normalises, rescales and crops already-subsampled frames.
+
+    The defaults are the serving (and tutorial) transform: short side to ``clip.side_size``, center crop. The
+    keyword arguments are the training-time augmentations of ``scripts/finetune.py``.
 
     Args:
         frames: ``(T, H, W, 3)`` uint8 RGB, values in [0, 255], the frames the model will see.
         clip: the model's clip spec (side size, crop size, mean, std).
+        side_size: scale the short side to this instead of ``clip.side_size`` (>= ``clip.crop_size``).
+        crop_position: ``(y, x)`` in [0, 1]: where the crop sits in the scaled frame (0 = top/left edge,
+            1 = bottom/right edge); ``None`` centers it.
+        flip: mirror the crop horizontally.
 
     Returns:
         ``(3, T, crop_size, crop_size)`` float32, normalised: ``(x / 255 - mean) / std``.
@@ -71,8 +85,12 @@ def preprocess_frames(frames: torch.Tensor, clip: ClipSpec) -> torch.Tensor:
     if frames.dim() != 4 or frames.shape[-1] != 3 or frames.dtype != torch.uint8:
         raise ValueError(f"expected (T, H, W, 3) uint8 frames, got {tuple(frames.shape)} {frames.dtype}")
     num_frames, height, width, _ = frames.shape
-    new_h, new_w = short_side_size(height, width, clip.side_size)
-    top, left = center_crop_offsets(new_h, new_w, clip.crop_size)
+    new_h, new_w = short_side_size(height, width, side_size or clip.side_size)
+    if crop_position is None:
+        top, left = center_crop_offsets(new_h, new_w, clip.crop_size)
+    else:
+        top = round(crop_position[0] * (new_h - clip.crop_size))
+        left = round(crop_position[1] * (new_w - clip.crop_size))
     mean = torch.tensor(clip.mean, dtype=torch.float32).view(3, 1, 1, 1)
     std = torch.tensor(clip.std, dtype=torch.float32).view(3, 1, 1, 1)
     out = torch.empty((3, num_frames, clip.crop_size, clip.crop_size), dtype=torch.float32)
@@ -84,7 +102,7 @@ def preprocess_frames(frames: torch.Tensor, clip: ClipSpec) -> torch.Tensor:
         # (3, t, H, W) is interpolated as 3 images of t channels, exactly as ShortSideScale does.
         resized = F.interpolate(chunk, size=(new_h, new_w), mode="bilinear", align_corners=False)
         out[:, start : start + chunk.shape[1]] = resized[:, :, top : top + clip.crop_size, left : left + clip.crop_size]
-    return out
+    return out.flip(-1) if flip else out
 
 
 def pack_pathways(batch: torch.Tensor, alpha: int) -> list[torch.Tensor]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import threading
@@ -15,6 +14,7 @@ import requests
 from torchserve_ctl import REPO, TorchServe
 
 from handler.models import get_spec
+from tests.serving import running_torchserve
 from tests.videos import encode, moving_frames
 
 pytestmark = pytest.mark.integration
@@ -22,39 +22,11 @@ pytestmark = pytest.mark.integration
 MODEL = "slowfast_r50"
 
 
-def _free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
-
-
 @pytest.fixture(scope="module")
 def server(archive: Callable[[str], Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[TorchServe]:
     """TorchServe with the repository's config.properties, on free ports, serving a random-init slowfast_r50."""
-    mar = archive(MODEL)
-    # Short path: the runtime dir's tmp/ holds the worker's Unix socket (108-byte path limit).
-    instance = TorchServe(Path(tmp_path_factory.mktemp("ts")), mar.parent)
-    inference, management, metrics, grpc_inference, grpc_management = _free_ports(5)
-    instance.start(
-        {MODEL: mar.name},
-        overrides={
-            "inference_address": f"http://127.0.0.1:{inference}",
-            "management_address": f"http://127.0.0.1:{management}",
-            "metrics_address": f"http://127.0.0.1:{metrics}",
-            "grpc_inference_port": str(grpc_inference),
-            "grpc_management_port": str(grpc_management),
-        },
-    )
-    try:
-        instance.wait_ready(MODEL, timeout=300)
+    with running_torchserve(archive(MODEL), tmp_path_factory.mktemp("ts")) as instance:
         yield instance
-    finally:
-        instance.stop()
 
 
 @pytest.fixture(scope="module")

@@ -11,11 +11,13 @@ Two kinds of content:
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
 from fractions import Fraction
 
 import av
 import numpy as np
+from motion_dataset import encode
+
+__all__ = ["LOSSLESS", "audio_only", "encode", "frame_index", "indexed_frames", "lossless_indexed", "moving_frames"]
 
 LOSSLESS = {"codec": "libx264rgb", "pix_fmt": "rgb24", "options": {"crf": "0"}}
 
@@ -51,36 +53,6 @@ def moving_frames(num_frames: int, height: int, width: int, seed: int = 0) -> np
         frame[bar] = (250, 220 - (i * 3) % 200, 40)
         frames[i] = frame
     return frames
-
-
-def encode(
-    frames: np.ndarray | Sequence[np.ndarray],
-    *,
-    fps: float | Fraction = 30,
-    container: str = "mp4",
-    codec: str = "libx264",
-    pix_fmt: str = "yuv420p",
-    options: dict[str, str] | None = None,
-) -> bytes:
-    """Encodes ``(T, H, W, 3)`` uint8 RGB frames into a video file in memory.
-
-    Frame ``i`` gets pts ``i`` in the encoder's ``1 / fps`` time base (the muxer may rescale it). Odd sizes need a
-    4:4:4 or RGB ``pix_fmt`` (``yuv420p`` requires even width and height).
-    """
-    rate = Fraction(fps).limit_denominator(100000)
-    buffer = io.BytesIO()
-    with av.open(buffer, mode="w", format=container) as output:
-        stream = output.add_stream(codec, rate=rate)
-        stream.height, stream.width = frames[0].shape[:2]
-        stream.pix_fmt = pix_fmt
-        if options:
-            stream.options = dict(options)
-        for i, rgb in enumerate(frames):
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
-            frame.pts = i
-            output.mux(stream.encode(frame))
-        output.mux(stream.encode())
-    return buffer.getvalue()
 
 
 def lossless_indexed(num_frames: int, fps: float | Fraction = 30, **kwargs) -> bytes:
