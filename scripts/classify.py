@@ -138,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"hint: token from {key_file or 'nowhere (no key_file.json found)'}; TorchServe tokens expire after "
                 "60 minutes: `scripts/serve.py token` issues a new one, or pass --key-file"
             )
+        elif body.get("type") == "ModelNotFoundException":
+            errors.print(f"hint: no model served as {args.model!r}; pass --model with the name `make serve` printed")
     return 1 if failures else 0
 
 

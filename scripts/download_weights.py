@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Download a registry model's official checkpoint into the local cache, once.
+"""Download a registry model's official checkpoint into the local cache, once (or print the bundled one's path).
 
 The cache is torch.hub's (``$TORCH_HOME/hub/checkpoints``, by default ``~/.cache/torch/hub/checkpoints``):
 the same place ``torch.hub.load(..., pretrained=True)`` stores these files, so a checkpoint fetched by the
@@ -41,6 +41,19 @@ def cached_checkpoint(spec: ModelSpec) -> Path | None:
     return path if path.is_file() else None
 
 
+def bundled_checkpoint(spec: ModelSpec) -> Path | None:
+    """The checkpoint committed to this repository for ``spec`` (the offline demo model), if any."""
+    if spec.bundled_checkpoint is None:
+        return None
+    path = REPO / spec.bundled_checkpoint
+    return path if path.is_file() else None
+
+
+def find_checkpoint(spec: ModelSpec, *, timeout: float = 15.0) -> Path:
+    """``spec``'s weights: the bundled checkpoint, else the cached official one, else a download of it."""
+    return bundled_checkpoint(spec) or download_checkpoint(spec, timeout=timeout)
+
+
 def download_checkpoint(spec: ModelSpec, *, timeout: float = 15.0) -> Path:
     """Returns the cached checkpoint of ``spec``, downloading it first if needed.
 
@@ -72,7 +85,8 @@ def offline_help(spec: ModelSpec, reason: str) -> str:
         f"  - copy {spec.checkpoint_filename} (downloaded elsewhere from the URL above) to {cache_dir()}/, or\n"
         f"  - pass it explicitly: make serve MODEL={spec.name} CHECKPOINT=/path/to/{spec.checkpoint_filename}\n"
         f"To try the plumbing with random weights (predictions are meaningless and say 'random-init'):\n"
-        f"  make serve MODEL={spec.name} RANDOM_INIT=1"
+        f"  make serve MODEL={spec.name} RANDOM_INIT=1\n"
+        "Or serve the bundled offline demo model (8 synthetic motion classes): make serve MODEL=motion_demo"
     )
 
 
@@ -82,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=15.0, help="seconds to wait for the server (default: 15)")
     args = parser.parse_args(argv)
     try:
-        print(download_checkpoint(get_spec(args.model), timeout=args.timeout))
+        print(find_checkpoint(get_spec(args.model), timeout=args.timeout))
     except DownloadError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

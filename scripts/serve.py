@@ -3,8 +3,9 @@
 
 ``start`` builds ``model_store/<name>.mar`` if it is missing or was built from other inputs, starts
 TorchServe in the background with ``config.properties`` (runtime files in ``run/``), waits until the model has
-a ready worker, and prints how to call it. Weights come from ``--checkpoint``, else the torch.hub cache, else
-a download of the official checkpoint; offline, it stops at once and says how to proceed.
+a ready worker, and prints how to call it. Weights come from ``--checkpoint``, else a checkpoint bundled with
+this repository (motion_demo), else the torch.hub cache, else a download of the official checkpoint; offline,
+it stops at once and says how to proceed.
 
 Examples:
     scripts/serve.py start --model slowfast_r50 --checkpoint SLOWFAST_8x8_R50.pyth
@@ -22,7 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # `handler` is a directory of this checkout, not an installed package
 
 from build_archive import DEFAULT_STORE, BuildRecord, ServingConfig, build_archive  # noqa: E402
-from download_weights import DownloadError, download_checkpoint  # noqa: E402
+from download_weights import DownloadError, find_checkpoint  # noqa: E402
 from torchserve_ctl import ServeError, TorchServe, java_environment  # noqa: E402
 
 from handler.models import RANDOM_INIT, REGISTRY, get_spec  # noqa: E402
@@ -39,7 +40,7 @@ def ensure_archive(
     if random_init:
         wanted_checkpoint = RANDOM_INIT
     else:
-        checkpoint = checkpoint or download_checkpoint(get_spec(model))
+        checkpoint = checkpoint or find_checkpoint(get_spec(model))
         wanted_checkpoint = str(checkpoint.resolve())
     archive = model_store / f"{name}.mar"
     record = BuildRecord.load(name, model_store)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -17,12 +18,14 @@ README = (REPO / "README.md").read_text()
 def _model_row(spec: ModelSpec) -> str:
     clip = spec.clip
     slow = "–" if clip.alpha is None else str(clip.num_frames // clip.alpha)
-    assert spec.accuracy is not None
+    accuracy = "–" if spec.accuracy is None else f"{spec.accuracy.top1:.2f} / {spec.accuracy.top5:.2f}"
+    gflops = "–" if spec.gflops is None else f"{spec.gflops:g}"
+    params = "–" if spec.params_m is None else f"{spec.params_m:g}"
+    checkpoint = f"`{spec.checkpoint_filename}`" if spec.checkpoint_url else f"`{spec.bundled_checkpoint}` (bundled)"
     return (
         f"| `{spec.name}` | {clip.num_frames} × {clip.sampling_rate} | {slow} / {clip.num_frames} "
-        f"| {clip.duration_sec:.3f} s | {clip.side_size} / {clip.crop_size} "
-        f"| {spec.accuracy.top1:.2f} / {spec.accuracy.top5:.2f} | {spec.gflops:g} | {spec.params_m:g} "
-        f"| `{spec.checkpoint_filename}` |"
+        f"| {clip.duration_sec:.3f} s | {clip.side_size} / {clip.crop_size} | {accuracy} | {gflops} | {params} "
+        f"| {checkpoint} |"
     )
 
 
@@ -34,6 +37,12 @@ def test_models_table_matches_the_registry(name: str) -> None:
 def test_models_table_lists_nothing_else() -> None:
     rows = re.findall(r"^\| `(\w+)` \| \d+ × \d+ \|", README, flags=re.MULTILINE)
     assert sorted(rows) == sorted(REGISTRY)
+
+
+def test_demo_model_figures_match_its_training_record() -> None:
+    record = json.loads((REPO / "models" / "motion_demo" / "training.json").read_text())
+    claim = f"took {record['minutes']:.1f} minutes and reached {100 * record['best_val_accuracy']:.1f}% validation"
+    assert claim in " ".join(README.split())
 
 
 def test_options_table_matches_the_parser() -> None:

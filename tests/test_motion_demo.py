@@ -1,0 +1,97 @@
+"""The bundled motion_demo model: committed files, and its accuracy through a real TorchServe on new videos."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import requests
+from build_archive import build_archive
+from download_weights import find_checkpoint
+from motion_dataset import ENCODINGS, make_video
+from torchserve_ctl import REPO, TorchServe
+
+from handler.labels import MOTION_CLASSES, label_set, read_labels
+from handler.models import get_spec, load_model
+from tests.serving import running_torchserve
+
+SPEC = get_spec("motion_demo")
+DEMO_DIR = REPO / "models" / "motion_demo"
+# The demo model was trained on dataset seeds 0 (train) and 1 (validation); these clips use another seed.
+EVAL_SEED = 424242
+EVAL_PER_CLASS = 10
+
+
+def test_committed_checkpoint_labels_and_record() -> None:
+    checkpoint = REPO / SPEC.bundled_checkpoint
+    assert checkpoint.stat().st_size <= 20 * 1024 * 1024
+    assert read_labels(DEMO_DIR / "labels.json") == label_set("motion8") == sorted(MOTION_CLASSES)
+    model, weights = load_model(SPEC, checkpoint)
+    assert weights.num_classes == 8
+    assert weights.description.startswith("motion_demo.pyth sha256:")
+    record = json.loads((DEMO_DIR / "training.json").read_text())
+    assert record["minutes"] <= 20
+    assert record["classes"] == label_set("motion8")
+    assert record["arguments"]["seed"] == "0"
+
+
+def test_offline_serving_finds_the_bundled_checkpoint(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # an empty cache: nothing to fall back on
+    assert find_checkpoint(SPEC, timeout=1) == REPO / SPEC.bundled_checkpoint
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TorchServe]:
+    store = tmp_path_factory.mktemp("demo_store")
+    mar = build_archive("motion_demo", REPO / SPEC.bundled_checkpoint, model_store=store)
+    with running_torchserve(mar, tmp_path_factory.mktemp("ts")) as instance:
+        yield instance
+
+
+def _classify(server: TorchServe, data: bytes) -> dict:
+    response = requests.post(
+        f"{server.inference_url}/predictions/motion_demo",
+        files={"data": ("clip", data)},
+        data={"top_k": "3"},
+        headers={"Authorization": f"Bearer {server.token()}"},
+        timeout=300,
+    )
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def _eval_clip(job: tuple[int, str, int]) -> tuple[str, bytes, tuple]:
+    number, motion, index = job
+    data, video = make_video(motion, EVAL_SEED, index, encoding=number % len(ENCODINGS))
+    return motion, data, (video.codec, video.container, video.width, video.height, float(video.fps))
+
+
+@pytest.mark.integration
+def test_accuracy_on_new_videos_through_torchserve(server: TorchServe) -> None:
+    pairs = [(motion, i) for motion in MOTION_CLASSES for i in range(EVAL_PER_CLASS)]
+    clips = [_eval_clip((n, motion, i)) for n, (motion, i) in enumerate(pairs)]
+    looks = [look for _, _, look in clips]
+    assert {(codec, container) for codec, container, *_ in looks} == {(e[0], e[1]) for e in ENCODINGS}
+    assert any(w % 2 or h % 2 for _, _, w, h, _ in looks), "odd frame sizes"
+    assert len({fps for *_, fps in looks}) >= 4, "several frame rates"
+
+    with ThreadPoolExecutor(max_workers=4) as pool:  # concurrent, so TorchServe batches them
+        answers = list(pool.map(lambda clip: _classify(server, clip[1]), clips))
+    predicted = [a["predictions"][0]["label"] for a in answers]
+    truth = [motion for motion, _, _ in clips]
+    mistakes = [(t, p) for t, p in zip(truth, predicted, strict=True) if t != p]
+    accuracy = 1 - len(mistakes) / len(clips)
+    assert all(a["weights"].startswith("motion_demo.pyth sha256:") for a in answers)
+    assert accuracy >= 0.95, f"top-1 {accuracy:.3f} on {len(clips)} clips; mistakes (truth, predicted): {mistakes}"
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(("motion", "reversed_motion"), [("moving left", "moving right"), ("growing", "shrinking")])
+def test_a_clip_played_backwards_is_the_opposite_motion(server: TorchServe, motion: str, reversed_motion: str) -> None:
+    forward, _ = make_video(motion, EVAL_SEED + 1, 0)
+    backward, _ = make_video(motion, EVAL_SEED + 1, 0, reverse=True)
+    assert _classify(server, forward)["predictions"][0]["label"] == motion
+    assert _classify(server, backward)["predictions"][0]["label"] == reversed_motion
