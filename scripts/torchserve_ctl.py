@@ -182,6 +182,7 @@ class TorchServe:
         (self.runtime_dir / "tmp").mkdir(parents=True, exist_ok=True)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         properties = read_properties(base_config)
+        properties.setdefault("allowed_urls", self.allowed_urls())
         properties.update(overrides or {})
         write_properties(properties, self.config_path)
         self.key_file.unlink(missing_ok=True)
@@ -197,6 +198,15 @@ class TorchServe:
         )
         if result.returncode != 0 or self.pid() is None:
             raise ServeError(f"torchserve did not start (exit code {result.returncode}).\n{self.log_tail()}")
+
+    def allowed_urls(self) -> str:
+        """TorchServe's ``allowed_urls`` for this instance: archives in its own model store, nothing remote.
+
+        TorchServe's default admits any file and any http(s) URL (the CVE-2023-43654 path when model
+        registration is exposed); registration is off here too, so this is a second lock.
+        """
+        # A regex inside a Java properties file: backslashes are written twice.
+        return f"file://{re.escape(str(self.model_store))}/[^/]+[.]mar".replace("\\", "\\\\")
 
     def stop(self, timeout: float = 60) -> bool:
         """Stops the instance and waits for the frontend process to exit; returns whether one was running."""

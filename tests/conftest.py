@@ -1,8 +1,9 @@
-"""Shared fixtures: random-init checkpoints in the official format, loaded classifiers."""
+"""Shared fixtures: random-init checkpoints in the official format, loaded classifiers, archives, and a real
+TorchServe serving the bundled motion_demo model."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -79,3 +80,17 @@ def archive(
         return cache[name]
 
     return make
+
+
+@pytest.fixture(scope="session")
+def demo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
+    """A real TorchServe (repository config, free loopback ports) serving the bundled ``motion_demo`` model."""
+    from build_archive import build_archive
+    from torchserve_ctl import REPO
+
+    from tests.serving import running_torchserve
+
+    spec = get_spec("motion_demo")
+    mar = build_archive("motion_demo", REPO / spec.bundled_checkpoint, model_store=tmp_path_factory.mktemp("demo"))
+    with running_torchserve(mar, tmp_path_factory.mktemp("ts")) as instance:
+        yield instance

@@ -7,6 +7,7 @@ import socket
 from collections.abc import Iterator
 from pathlib import Path
 
+import requests
 from torchserve_ctl import TorchServe
 
 
@@ -46,3 +47,22 @@ def running_torchserve(mar: Path, directory: Path) -> Iterator[TorchServe]:
         yield instance
     finally:
         instance.stop()
+
+
+def post_video(server: TorchServe, model: str, token: str | None = "auto", **kwargs) -> requests.Response:
+    """``POST /predictions/{model}`` with the instance's inference token (``token=None``: none; or a given one).
+
+    ``kwargs`` go to :func:`requests.post` (``files=``, ``data=``, ``headers=`` ...).
+    """
+    headers = dict(kwargs.pop("headers", {}))
+    if token == "auto":
+        token = server.token()
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    return requests.post(f"{server.inference_url}/predictions/{model}", headers=headers, timeout=300, **kwargs)
+
+
+def worker_pids(server: TorchServe, model: str) -> list[int]:
+    """Process ids of ``model``'s READY workers, from the management API (waits for one to be ready)."""
+    description = server.wait_ready(model)
+    return sorted(int(w["pid"]) for w in description["workers"] if w.get("status") == "READY")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import threading
@@ -14,7 +15,7 @@ import requests
 from torchserve_ctl import REPO, TorchServe
 
 from handler.models import get_spec
-from tests.serving import running_torchserve
+from tests.serving import post_video, running_torchserve
 from tests.videos import encode, moving_frames
 
 pytestmark = pytest.mark.integration
@@ -35,12 +36,7 @@ def video() -> bytes:
 
 
 def _predict(server: TorchServe, token: str | None = "auto", **kwargs) -> requests.Response:
-    headers = kwargs.pop("headers", {})
-    if token == "auto":
-        token = server.token()
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
-    return requests.post(f"{server.inference_url}/predictions/{MODEL}", headers=headers, timeout=300, **kwargs)
+    return post_video(server, MODEL, token, **kwargs)
 
 
 def _concurrently(calls: list[Callable[[], requests.Response]]) -> list[requests.Response]:
@@ -126,6 +122,10 @@ def test_model_api_is_off_and_metrics_are_prometheus(server: TorchServe) -> None
     management = {"Authorization": f"Bearer {server.token('management')}"}
     refused = requests.post(f"{server.management_url}/models", params={"url": "x.mar"}, headers=management, timeout=30)
     assert refused.status_code == 405
+    allowed = server.properties()["allowed_urls"].replace("\\\\", "\\")  # as Java reads the properties file
+    assert re.fullmatch(allowed, f"file://{server.model_store}/{MODEL}.mar")
+    assert not re.fullmatch(allowed, "https://example.com/evil.mar")
+    assert not re.fullmatch(allowed, "file:///etc/evil.mar")
     metrics = requests.get(f"{server.metrics_url}/metrics", timeout=30)
     assert metrics.status_code == 200
     assert "ts_inference_requests_total" in metrics.text

@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-import requests
-from build_archive import build_archive
 from download_weights import find_checkpoint
 from motion_dataset import ENCODINGS, make_video
 from torchserve_ctl import REPO, TorchServe
 
 from handler.labels import MOTION_CLASSES, label_set, read_labels
 from handler.models import get_spec, load_model
-from tests.serving import running_torchserve
+from tests.serving import post_video
 
 SPEC = get_spec("motion_demo")
 DEMO_DIR = REPO / "models" / "motion_demo"
@@ -43,22 +40,8 @@ def test_offline_serving_finds_the_bundled_checkpoint(monkeypatch: pytest.Monkey
     assert find_checkpoint(SPEC, timeout=1) == REPO / SPEC.bundled_checkpoint
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TorchServe]:
-    store = tmp_path_factory.mktemp("demo_store")
-    mar = build_archive("motion_demo", REPO / SPEC.bundled_checkpoint, model_store=store)
-    with running_torchserve(mar, tmp_path_factory.mktemp("ts")) as instance:
-        yield instance
-
-
 def _classify(server: TorchServe, data: bytes) -> dict:
-    response = requests.post(
-        f"{server.inference_url}/predictions/motion_demo",
-        files={"data": ("clip", data)},
-        data={"top_k": "3"},
-        headers={"Authorization": f"Bearer {server.token()}"},
-        timeout=300,
-    )
+    response = post_video(server, "motion_demo", files={"data": ("clip", data)}, data={"top_k": "3"})
     assert response.status_code == 200, response.text
     return response.json()
 
@@ -70,7 +53,7 @@ def _eval_clip(job: tuple[int, str, int]) -> tuple[str, bytes, tuple]:
 
 
 @pytest.mark.integration
-def test_accuracy_on_new_videos_through_torchserve(server: TorchServe) -> None:
+def test_accuracy_on_new_videos_through_torchserve(demo_server: TorchServe) -> None:
     pairs = [(motion, i) for motion in MOTION_CLASSES for i in range(EVAL_PER_CLASS)]
     clips = [_eval_clip((n, motion, i)) for n, (motion, i) in enumerate(pairs)]
     looks = [look for _, _, look in clips]
@@ -79,7 +62,7 @@ def test_accuracy_on_new_videos_through_torchserve(server: TorchServe) -> None:
     assert len({fps for *_, fps in looks}) >= 4, "several frame rates"
 
     with ThreadPoolExecutor(max_workers=4) as pool:  # concurrent, so TorchServe batches them
-        answers = list(pool.map(lambda clip: _classify(server, clip[1]), clips))
+        answers = list(pool.map(lambda clip: _classify(demo_server, clip[1]), clips))
     predicted = [a["predictions"][0]["label"] for a in answers]
     truth = [motion for motion, _, _ in clips]
     mistakes = [(t, p) for t, p in zip(truth, predicted, strict=True) if t != p]
@@ -90,8 +73,10 @@ def test_accuracy_on_new_videos_through_torchserve(server: TorchServe) -> None:
 
 @pytest.mark.integration
 @pytest.mark.parametrize(("motion", "reversed_motion"), [("moving left", "moving right"), ("growing", "shrinking")])
-def test_a_clip_played_backwards_is_the_opposite_motion(server: TorchServe, motion: str, reversed_motion: str) -> None:
+def test_a_clip_played_backwards_is_the_opposite_motion(
+    demo_server: TorchServe, motion: str, reversed_motion: str
+) -> None:
     forward, _ = make_video(motion, EVAL_SEED + 1, 0)
     backward, _ = make_video(motion, EVAL_SEED + 1, 0, reverse=True)
-    assert _classify(server, forward)["predictions"][0]["label"] == motion
-    assert _classify(server, backward)["predictions"][0]["label"] == reversed_motion
+    assert _classify(demo_server, forward)["predictions"][0]["label"] == motion
+    assert _classify(demo_server, backward)["predictions"][0]["label"] == reversed_motion

@@ -1,0 +1,56 @@
+"""A worker killed under load is restarted by TorchServe and the service answers again within a bound."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import pytest
+from torchserve_ctl import TorchServe
+
+from tests.serving import post_video, worker_pids
+from tests.videos import encode, moving_frames
+
+pytestmark = pytest.mark.integration
+
+MODEL = "motion_demo"
+# Documented in SECURITY.md: TorchServe restarts a dead worker after a back-off of about 1 s, then the worker
+# loads the model again (a few seconds for motion_demo on 2 CPU cores; longer for bigger models and GPUs).
+RECOVERY_BOUND_SEC = 60.0
+
+
+def test_a_killed_worker_is_replaced_and_the_service_answers_again(demo_server: TorchServe) -> None:
+    video = encode(moving_frames(60, 96, 128), fps=30)
+    upload = {"files": {"data": ("clip.mp4", video)}}
+    (pid,) = worker_pids(demo_server, MODEL)
+    statuses: list[int] = []
+    stop = threading.Event()
+
+    def traffic() -> None:
+        while not stop.is_set():
+            statuses.append(post_video(demo_server, MODEL, **upload).status_code)
+
+    senders = [threading.Thread(target=traffic) for _ in range(3)]
+    for sender in senders:
+        sender.start()
+    try:
+        time.sleep(2.0)  # requests in flight and queued
+        os.kill(pid, signal.SIGKILL)
+        killed_at = time.monotonic()
+        while post_video(demo_server, MODEL, **upload).status_code != 200:
+            assert time.monotonic() - killed_at < RECOVERY_BOUND_SEC, "no answer after the worker was killed"
+            time.sleep(0.2)
+        recovered_after = time.monotonic() - killed_at
+    finally:
+        stop.set()
+        for sender in senders:
+            sender.join()
+    new_pids = worker_pids(demo_server, MODEL)
+    assert pid not in new_pids
+    assert len(new_pids) == 1
+    assert 200 in statuses
+    # Requests caught in the dead worker fail with a 5xx from TorchServe; none hangs (the senders returned).
+    assert all(status == 200 or status >= 500 for status in statuses), statuses
+    print(f"recovered {recovered_after:.1f} s after SIGKILL; statuses during the test: {sorted(set(statuses))}")
