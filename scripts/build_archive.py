@@ -195,16 +195,35 @@ def _version() -> str:
     return f"1.0+{digest.hexdigest()[:8]}"
 
 
-def _limit_value(text: str) -> tuple[str, int | float]:
-    """``"max_window_mb=256"`` -> ``("max_window_mb", 256)``, typed as the limit's default."""
-    name, sep, value = text.partition("=")
+def parse_limits(texts: list[str]) -> DecodeLimits:
+    """``["max_window_mb=256", ...]`` -> :class:`DecodeLimits` (others at their defaults), values typed as theirs.
+
+    Raises:
+        ValueError: naming the malformed or unknown entry.
+    """
     defaults = {f.name: getattr(DecodeLimits(), f.name) for f in fields(DecodeLimits)}
-    if not sep or name not in defaults:
-        raise ValueError(f"--limit {text!r}: expected NAME=VALUE with NAME one of {sorted(defaults)}")
-    try:
-        return name, type(defaults[name])(value)
-    except ValueError:
-        raise ValueError(f"--limit {text!r}: {value!r} is not a {type(defaults[name]).__name__}") from None
+    values = {}
+    for text in texts:
+        name, sep, value = text.partition("=")
+        if not sep or name not in defaults:
+            raise ValueError(f"limit {text!r}: expected NAME=VALUE with NAME one of {sorted(defaults)}")
+        try:
+            values[name] = type(defaults[name])(value)
+        except ValueError:
+            raise ValueError(f"limit {text!r}: {value!r} is not a {type(defaults[name]).__name__}") from None
+    return decode_limits(values)
+
+
+def add_limit_argument(parser: argparse.ArgumentParser) -> None:
+    """``--limit NAME=VALUE`` (repeatable), shared by this script and ``scripts/serve.py start``."""
+    parser.add_argument(
+        "--limit",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a per-request decoding limit, repeatable; names and defaults: "
+        + ", ".join(f"{f.name}={getattr(DecodeLimits(), f.name)}" for f in fields(DecodeLimits)),
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -229,17 +248,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--min-workers", type=int, default=defaults.min_workers, help="minWorkers")
     parser.add_argument("--max-workers", type=int, default=defaults.max_workers, help="maxWorkers")
     parser.add_argument("--response-timeout", type=int, default=defaults.response_timeout_s, help="responseTimeout, s")
-    parser.add_argument(
-        "--limit",
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help="a per-request decoding limit, repeatable; names and defaults: "
-        + ", ".join(f"{f.name}={getattr(DecodeLimits(), f.name)}" for f in fields(DecodeLimits)),
-    )
+    add_limit_argument(parser)
     args = parser.parse_args(argv)
     try:
-        limits = decode_limits(dict(_limit_value(text) for text in args.limit))
+        limits = parse_limits(args.limit)
     except ValueError as e:
         parser.error(str(e))
     serving = ServingConfig(

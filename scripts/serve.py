@@ -22,7 +22,14 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # `handler` is a directory of this checkout, not an installed package
 
-from build_archive import DEFAULT_STORE, BuildRecord, ServingConfig, build_archive  # noqa: E402
+from build_archive import (  # noqa: E402
+    DEFAULT_STORE,
+    BuildRecord,
+    ServingConfig,
+    add_limit_argument,
+    build_archive,
+    parse_limits,
+)
 from download_weights import DownloadError, find_checkpoint  # noqa: E402
 from torchserve_ctl import ServeError, TorchServe, java_environment  # noqa: E402
 
@@ -34,10 +41,17 @@ DEFAULT_RUNTIME = REPO / "run"
 
 
 def ensure_archive(
-    model: str, checkpoint: Path | None, labels: Path | None, name: str, model_store: Path, random_init: bool
+    model: str,
+    checkpoint: Path | None,
+    labels: Path | None,
+    name: str,
+    model_store: Path,
+    random_init: bool,
+    limits: DecodeLimits | None = None,
 ) -> Path:
     """The archive for these inputs, built only when it is missing or its build record differs."""
     serving = ServingConfig()
+    limits = limits or DecodeLimits()
     if random_init:
         wanted_checkpoint = RANDOM_INIT
     else:
@@ -49,13 +63,19 @@ def ensure_archive(
     if (
         archive.exists()
         and record
-        and record.matches(model, wanted_checkpoint, labels_key, serving.as_yaml(), DEFAULT_TOP_K, DecodeLimits())
+        and record.matches(model, wanted_checkpoint, labels_key, serving.as_yaml(), DEFAULT_TOP_K, limits)
     ):
         print(f"using {archive} (weights: {record.weights})")
         return archive
     print(f"building {archive} ...", flush=True)
     return build_archive(
-        model, None if random_init else checkpoint, labels=labels, name=name, model_store=model_store, serving=serving
+        model,
+        None if random_init else checkpoint,
+        labels=labels,
+        name=name,
+        model_store=model_store,
+        serving=serving,
+        limits=limits,
     )
 
 
@@ -65,7 +85,8 @@ def start(args: argparse.Namespace) -> None:
     server = TorchServe(args.runtime_dir, args.model_store)
     if server.pid() is not None:
         raise ServeError(f"TorchServe is already running (pid {server.pid()}); run `make stop` first")
-    ensure_archive(args.model, args.checkpoint, args.labels, name, args.model_store, args.random_init)
+    limits = parse_limits(args.limit)
+    ensure_archive(args.model, args.checkpoint, args.labels, name, args.model_store, args.random_init, limits)
     server.start({name: f"{name}.mar"})
     print(f"TorchServe started (pid {server.pid()}), loading {name} ...", flush=True)
     try:
@@ -136,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     weights.add_argument("--random-init", action="store_true", help="random weights (plumbing tests only)")
     start_parser.add_argument("--labels", type=Path, help="label file (default: the model's label set)")
     start_parser.add_argument("--name", help="served model name (default: the model name)")
+    add_limit_argument(start_parser)
     start_parser.add_argument("--timeout", type=float, default=600, help="seconds to wait for the model (default: 600)")
     start_parser.set_defaults(func=start)
     commands.add_parser("stop", help="stop TorchServe").set_defaults(func=stop)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
 
+from handler.decode import DecodeLimits
 from handler.models import REGISTRY, ModelSpec
 from handler.request import DEFAULT_TOP_K, OPTIONS
 
@@ -49,6 +51,20 @@ def test_options_table_matches_the_parser() -> None:
     for option in OPTIONS:
         assert re.search(rf"^\| .* \| `{option.name}` \| `{option.header}` \|", README, flags=re.MULTILINE), option
     assert f"| `top_k` | `X-Top-K` | {DEFAULT_TOP_K} |" in README
+
+
+def test_error_table_lists_every_error_the_handler_raises() -> None:
+    code = "".join(path.read_text() for path in (REPO / "handler").glob("*.py"))
+    raised = set(re.findall(r'(?:bad_request|RequestError)\(\s*(?:\d+,\s*)?"(\w+)"', code))
+    table = set(re.findall(r"^\| \d{3} \| (.*?) \|", README, flags=re.MULTILINE))
+    documented = set(re.findall(r"`(\w+)`", " ".join(table)))
+    assert raised
+    assert documented - {"InvalidKeyException"} == raised
+
+
+def test_limits_table_matches_the_defaults() -> None:
+    for limit in fields(DecodeLimits):
+        assert f"| `{limit.name}` | {getattr(DecodeLimits(), limit.name)} |" in README, limit.name
 
 
 def test_ci_runs_the_readme_test_command() -> None:

@@ -5,16 +5,19 @@ from __future__ import annotations
 import dataclasses
 import os
 import socket
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import serve
-from build_archive import BuildRecord
+import yaml
+from build_archive import BuildRecord, parse_limits
 from classify import find_key_file
 from download_weights import DownloadError, download_checkpoint
 
 from handler import models
+from handler.decode import DecodeLimits
 
 
 def _closed_port_url(filename: str) -> str:
@@ -81,6 +84,27 @@ def test_archive_is_rebuilt_only_when_its_inputs_change(
     os.utime(checkpoint, ns=(built_at + 10**9, built_at + 10**9))  # the checkpoint file changed
     ensure()
     assert archive.stat().st_mtime_ns != built_at
+    rebuilt_at = archive.stat().st_mtime_ns
+    limits = parse_limits(["max_decode_seconds=7.5", "max_window_mb=64"])
+    serve.ensure_archive("slow_r50", checkpoint, None, "slow_r50", store, random_init=False, limits=limits)
+    assert archive.stat().st_mtime_ns != rebuilt_at  # other limits: rebuilt, and they reach model-config.yaml
+    with zipfile.ZipFile(archive) as mar:
+        config = yaml.safe_load(mar.read("model-config.yaml"))
+    assert config["handler"]["limits"] == {
+        **dataclasses.asdict(DecodeLimits()),
+        "max_decode_seconds": 7.5,
+        "max_window_mb": 64,
+    }
+
+
+def test_limit_arguments_are_checked() -> None:
+    assert parse_limits([]) == DecodeLimits()
+    with pytest.raises(ValueError, match="NAME=VALUE"):
+        parse_limits(["max_pixels=5"])
+    with pytest.raises(ValueError, match="not a int"):
+        parse_limits(["max_decoded_frames=2.5"])
+    with pytest.raises(ValueError, match="positive"):
+        parse_limits(["max_window_mb=0"])
 
 
 def test_key_file_discovery_order(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
