@@ -24,10 +24,12 @@ COPY scripts scripts
 COPY config.properties ./
 
 # Inside the container the inference and metrics listeners take the published ports; the management API
-# stays on the container's loopback (scale workers with `docker exec ... curl`).
+# stays on the container's loopback (scale workers with `docker exec ... curl`). allowed_urls admits only the
+# mounted model store (scripts/torchserve_ctl.py does the same outside Docker; see SECURITY.md).
 RUN sed -e 's#^inference_address=http://127.0.0.1#inference_address=http://0.0.0.0#' \
         -e 's#^metrics_address=http://127.0.0.1#metrics_address=http://0.0.0.0#' \
         config.properties > /home/model-server/config.properties \
+    && echo 'allowed_urls=file:///home/model-server/model_store/[^/]+[.]mar' >> /home/model-server/config.properties \
     && mkdir -p /home/model-server/model_store \
     && chown -R model-server /home/model-server
 

@@ -137,7 +137,9 @@ class TorchServe:
         env.update(
             {
                 "TMPDIR": str(tmp),
-                "TEMP": str(tmp),
+                # TorchServe passes TEMP to the JVM as java.io.tmpdir, where Netty spools multipart parts over
+                # 6.5 MB; UPLOAD_TMPDIR (e.g. a tmpfs such as /dev/shm) keeps those off the disk.
+                "TEMP": os.environ.get("UPLOAD_TMPDIR") or str(tmp),
                 "LOG_LOCATION": str(self.log_dir),
                 "METRICS_LOCATION": str(self.log_dir),
                 # The worker must run this interpreter (the venv with torch, av, pytorchvideo).

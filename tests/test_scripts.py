@@ -15,6 +15,7 @@ import yaml
 from build_archive import BuildRecord, parse_limits
 from classify import find_key_file
 from download_weights import DownloadError, download_checkpoint
+from torchserve_ctl import TorchServe
 
 from handler import models
 from handler.decode import DecodeLimits
@@ -118,3 +119,11 @@ def test_key_file_discovery_order(monkeypatch: pytest.MonkeyPatch, tmp_path: Pat
     monkeypatch.delenv("TS_KEY_FILE")
     repo_key = serve.REPO / "run" / "key_file.json"
     assert find_key_file(None) == (repo_key if repo_key.exists() else Path("key_file.json"))
+
+
+def test_upload_spool_directory_can_be_moved_to_a_tmpfs(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    instance = TorchServe(tmp_path / "run", tmp_path / "store")
+    monkeypatch.delenv("UPLOAD_TMPDIR", raising=False)
+    assert instance._env()["TEMP"] == str(tmp_path / "run" / "tmp")
+    monkeypatch.setenv("UPLOAD_TMPDIR", "/dev/shm")
+    assert instance._env()["TEMP"] == "/dev/shm"
