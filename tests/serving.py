@@ -55,11 +55,12 @@ def post_video(server: TorchServe, model: str, token: str | None = "auto", **kwa
     ``kwargs`` go to :func:`requests.post` (``files=``, ``data=``, ``headers=`` ...).
     """
     headers = dict(kwargs.pop("headers", {}))
+    kwargs.setdefault("timeout", 300)
     if token == "auto":
         token = server.token()
     if token:
         headers["Authorization"] = f"Bearer {token}"
-    return requests.post(f"{server.inference_url}/predictions/{model}", headers=headers, timeout=300, **kwargs)
+    return requests.post(f"{server.inference_url}/predictions/{model}", headers=headers, **kwargs)
 
 
 def worker_pids(server: TorchServe, model: str) -> list[int]:

@@ -8,6 +8,7 @@ import threading
 import time
 
 import pytest
+import requests
 from torchserve_ctl import TorchServe
 
 from tests.serving import post_video, worker_pids
@@ -19,18 +20,24 @@ MODEL = "motion_demo"
 # Documented in SECURITY.md: TorchServe restarts a dead worker after a back-off of about 1 s, then the worker
 # loads the model again (a few seconds for motion_demo on 2 CPU cores; longer for bigger models and GPUs).
 RECOVERY_BOUND_SEC = 60.0
+# A request caught in the dying worker is answered 507 by TorchServe, or (TorchServe 0.12, seen in CI) never:
+# clients need a timeout. The traffic here uses a short one so that such a request cannot stall the test.
+CLIENT_TIMEOUT_SEC = 30.0
 
 
 def test_a_killed_worker_is_replaced_and_the_service_answers_again(demo_server: TorchServe) -> None:
     video = encode(moving_frames(60, 96, 128), fps=30)
     upload = {"files": {"data": ("clip.mp4", video)}}
     (pid,) = worker_pids(demo_server, MODEL)
-    statuses: list[int] = []
+    statuses: list[int | str] = []
     stop = threading.Event()
 
     def traffic() -> None:
         while not stop.is_set():
-            statuses.append(post_video(demo_server, MODEL, **upload).status_code)
+            try:
+                statuses.append(post_video(demo_server, MODEL, **upload, timeout=CLIENT_TIMEOUT_SEC).status_code)
+            except requests.Timeout:
+                statuses.append("no answer")
 
     senders = [threading.Thread(target=traffic) for _ in range(3)]
     for sender in senders:
@@ -51,6 +58,7 @@ def test_a_killed_worker_is_replaced_and_the_service_answers_again(demo_server: 
     assert pid not in new_pids
     assert len(new_pids) == 1
     assert 200 in statuses
-    # Requests caught in the dead worker fail with a 5xx from TorchServe; none hangs (the senders returned).
-    assert all(status == 200 or status >= 500 for status in statuses), statuses
-    print(f"recovered {recovered_after:.1f} s after SIGKILL; statuses during the test: {sorted(set(statuses))}")
+    # Requests caught in the dead worker fail with a 5xx from TorchServe or get no answer; nothing else.
+    assert all(status == 200 or status == "no answer" or status >= 500 for status in statuses), statuses
+    outcomes = {str(status): statuses.count(status) for status in set(statuses)}
+    print(f"recovered {recovered_after:.1f} s after SIGKILL; outcomes during the test: {outcomes}")
