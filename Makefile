@@ -8,6 +8,7 @@
 #   make archive MODEL=... CHECKPOINT=...|RANDOM_INIT=1
 #   make download MODEL=...
 #   make train-demo      re-create the synthetic dataset and re-train models/motion_demo (about 20 minutes)
+#   make bench-stages    decode + preprocess per clip against the tutorial pipeline (report in docs/)
 
 SHELL := /bin/bash
 VENV ?= .venv
@@ -28,7 +29,7 @@ model_args = --model $(MODEL) $(weights_args) $(if $(LABELS),--labels $(LABELS))
 
 DEMO_DATA ?= data/motion
 
-.PHONY: setup serve stop status archive download train-demo test lint clean
+.PHONY: setup serve stop status archive download train-demo bench-stages test lint clean
 
 setup: $(STAMP)
 
@@ -59,9 +60,13 @@ train-demo: $(STAMP)
 		--hflip models/motion_demo/hflip.json --motion-stem --optimizer adamw --lr 0.0015 --weight-decay 0.05 \
 		--epochs 12 --batch-size 16 --crop-jitter 0.3 --workers 1 --seed 0 --out models/motion_demo
 
+# Decode + preprocess per clip, ours against the hub tutorial's, without TorchServe (needs ffmpeg).
+bench-stages: $(STAMP)
+	$(PY) bench/stages.py --model slowfast_r50 --repeats 5 --report docs/bench-stages.md
+
 lint: $(STAMP)
-	$(VENV)/bin/ruff check handler scripts tests
-	$(VENV)/bin/ruff format --check handler scripts tests
+	$(VENV)/bin/ruff check handler scripts tests bench
+	$(VENV)/bin/ruff format --check handler scripts tests bench
 
 test: lint
 	$(PY) -m pytest $(PYTEST_ARGS)
