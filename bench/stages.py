@@ -34,9 +34,9 @@ sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
 
-from handler.decode import decode_clip  # noqa: E402
+from handler.decode import decode_model_clip  # noqa: E402
 from handler.models import REGISTRY, get_spec  # noqa: E402
-from handler.transforms import pack_pathways, preprocess_frames  # noqa: E402
+from handler.transforms import model_inputs, preprocess_frames  # noqa: E402
 from tests.reference import tutorial_inputs  # noqa: E402
 
 WORKLOADS = {"720p": (1280, 720), "1080p": (1920, 1080), "256p": (456, 256)}
@@ -58,9 +58,8 @@ def make_workload(directory: Path, name: str, seconds: float = 10.0) -> Path:
 def ours(data: bytes, spec, start_sec: float) -> list[torch.Tensor]:
     """The product's decode + preprocess of one clip: the model inputs, each ``(1, 3, T, S, S)`` float32."""
     clip = spec.clip
-    decoded = decode_clip(data, start_sec=start_sec, end_sec=start_sec + clip.duration_sec, num_samples=clip.num_frames)
-    batch = preprocess_frames(decoded.frames, clip)[None]
-    return [batch] if clip.alpha is None else pack_pathways(batch, clip.alpha)
+    inputs = model_inputs(preprocess_frames(decode_model_clip(data, clip, start_sec).frames, clip)[None], clip.alpha)
+    return inputs if isinstance(inputs, list) else [inputs]
 
 
 def timed(function, repeats: int) -> tuple[list[float], object]:

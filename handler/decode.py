@@ -33,6 +33,7 @@ import torch
 from av.video.reformatter import VideoReformatter
 
 from handler.errors import RequestError, bad_request
+from handler.models import ClipSpec
 from handler.transforms import uniform_temporal_indices
 
 
@@ -68,11 +69,22 @@ class _Budget:
         self.frames = 0
         self.deadline = time.monotonic() + limits.max_decode_seconds
 
+    def check_size(self, width: int, height: int) -> None:
+        """Raises ``FrameTooLarge`` for frames over ``max_frame_pixels``."""
+        if width * height > self.limits.max_frame_pixels:
+            raise RequestError(
+                413,
+                "FrameTooLarge",
+                f"the video's frames are {width}x{height} ({width * height / 1e6:.1f} MP); this service decodes "
+                f"frames of up to {self.limits.max_frame_pixels / 1e6:.1f} MP (e.g. 4096x2304); scale the video "
+                "down (e.g. ffmpeg -i in.mp4 -vf scale=-2:720 out.mp4)",
+            )
+
     def spend(self, frame: av.VideoFrame) -> None:
+        """Counts one decoded frame; raises a 413 once a limit is exceeded."""
         self.frames += 1
         limits = self.limits
-        if frame.width * frame.height > limits.max_frame_pixels:
-            raise _frame_too_large(frame.width, frame.height, limits)
+        self.check_size(frame.width, frame.height)
         if self.frames > limits.max_decoded_frames:
             raise RequestError(
                 413,
@@ -88,16 +100,6 @@ class _Budget:
                 f"decoding took longer than {limits.max_decode_seconds:g} s; send a smaller or shorter video "
                 "(e.g. scaled to 720p) or an excerpt around the moment",
             )
-
-
-def _frame_too_large(width: int, height: int, limits: DecodeLimits) -> RequestError:
-    return RequestError(
-        413,
-        "FrameTooLarge",
-        f"the video's frames are {width}x{height} ({width * height / 1e6:.1f} MP); this service decodes frames of "
-        f"up to {limits.max_frame_pixels / 1e6:.1f} MP (e.g. 4096x2304); scale the video down "
-        "(e.g. ffmpeg -i in.mp4 -vf scale=-2:720 out.mp4)",
-    )
 
 
 @dataclass(frozen=True)
@@ -173,8 +175,7 @@ def decode_clip(
     with _open(data) as container:
         stream = container.streams.video[0]
         info = _video_info(container, stream)
-        if info.width * info.height > budget.limits.max_frame_pixels:
-            raise _frame_too_large(info.width, info.height, budget.limits)
+        budget.check_size(info.width, info.height)  # before decoding: the header already says
         window = _window_pts(stream, start_sec, end_sec)
         seek = start_sec > 0
         scan = _scan_window(container, stream, window, seek=seek, budget=budget)
@@ -196,6 +197,16 @@ def decode_clip(
         decoded_frames=budget.frames,
         rotation=rotation,
     )
+
+
+def decode_model_clip(
+    data: bytes, clip: ClipSpec, start_sec: float = 0.0, limits: DecodeLimits | None = None
+) -> DecodedClip:
+    """:func:`decode_clip` of the window a model with spec ``clip`` sees from ``start_sec``:
+    ``[start_sec, start_sec + clip.duration_sec)``, ``clip.num_frames`` frames.
+    """
+    end_sec = start_sec + clip.duration_sec
+    return decode_clip(data, start_sec=start_sec, end_sec=end_sec, num_samples=clip.num_frames, limits=limits)
 
 
 def probe(data: bytes) -> VideoInfo:
@@ -282,7 +293,7 @@ def _window_pts(stream: av.video.stream.VideoStream, start_sec: float, end_sec: 
     )
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Scan:
     """Result of one pass over the stream.
 
@@ -353,8 +364,7 @@ def _scan_window(
             held = None  # count the rest; the caller decodes the window again for the frames it picks
     if seek and last_pts is None:
         return _OVERSHOT  # nothing decodable after the seek point
-    offset = stream.start_time or 0
-    last_sec = None if last_pts is None else float((last_pts - offset) * stream.time_base)
+    last_sec = None if last_pts is None else _seconds(stream, last_pts)
     return _Scan(pts=sorted(seen), frames=held, last_frame_sec=last_sec)
 
 
@@ -380,8 +390,13 @@ def _decode(
             ) from e
         budget.spend(frame)
         if frame.pts is not None:
-            last_good = float((frame.pts - (stream.start_time or 0)) * stream.time_base)
+            last_good = _seconds(stream, frame.pts)
         yield frame
+
+
+def _seconds(stream: av.video.stream.VideoStream, pts: int) -> float:
+    """A pts as seconds from the stream's start."""
+    return float((pts - (stream.start_time or 0)) * stream.time_base)
 
 
 def _to_rgb(frames: list[av.VideoFrame | None], keep: torch.Tensor) -> tuple[torch.Tensor, int]:

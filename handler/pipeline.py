@@ -21,11 +21,11 @@ from typing import Any
 
 import torch
 
-from handler.decode import DecodeLimits, VideoInfo, decode_clip
+from handler.decode import DecodeLimits, VideoInfo, decode_model_clip
 from handler.errors import RequestError
 from handler.models import ModelSpec, load_model
 from handler.request import VideoRequest
-from handler.transforms import pack_pathways, preprocess_frames
+from handler.transforms import model_inputs, preprocess_frames
 
 
 def select_device(gpu_id: int | None) -> torch.device:
@@ -106,13 +106,7 @@ class VideoClassifier:
         """Decodes and preprocesses the request's clip on the CPU; raises :class:`RequestError` for bad input."""
         clip = self.spec.clip
         started = time.perf_counter()
-        decoded = decode_clip(
-            request.video,
-            start_sec=request.start_sec,
-            end_sec=request.start_sec + clip.duration_sec,
-            num_samples=clip.num_frames,
-            limits=self.limits,
-        )
+        decoded = decode_model_clip(request.video, clip, request.start_sec, self.limits)
         decoded_at = time.perf_counter()
         tensor = preprocess_frames(decoded.frames, clip)
         return PreparedClip(
@@ -137,8 +131,7 @@ class VideoClassifier:
             ``(N, num_classes)`` float32 on the CPU, each row summing to 1.
         """
         batch = clips.to(self.device, non_blocking=True)
-        alpha = self.spec.clip.alpha
-        output = self.model(batch if alpha is None else pack_pathways(batch, alpha))
+        output = self.model(model_inputs(batch, self.spec.clip.alpha))
         if self.spec.output == "logits":
             output = torch.softmax(output.float(), dim=1)
         return output.float().cpu()

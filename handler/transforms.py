@@ -105,6 +105,13 @@ def preprocess_frames(
     return out.flip(-1) if flip else out
 
 
+def model_inputs(batch: torch.Tensor, alpha: int | None) -> torch.Tensor | list[torch.Tensor]:
+    """What the model's forward takes for a ``(N, 3, T, S, S)`` clip batch: the batch itself for a one-pathway
+    model (``alpha`` is ``None``), ``[slow, fast]`` (:func:`pack_pathways`) for SlowFast.
+    """
+    return batch if alpha is None else pack_pathways(batch, alpha)
+
+
 def pack_pathways(batch: torch.Tensor, alpha: int) -> list[torch.Tensor]:
     """Splits a clip batch into SlowFast's ``[slow, fast]`` input list.
 

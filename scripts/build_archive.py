@@ -21,7 +21,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import yaml
@@ -201,7 +201,7 @@ def parse_limits(texts: list[str]) -> DecodeLimits:
     Raises:
         ValueError: naming the malformed or unknown entry.
     """
-    defaults = {f.name: getattr(DecodeLimits(), f.name) for f in fields(DecodeLimits)}
+    defaults = asdict(DecodeLimits())
     values = {}
     for text in texts:
         name, sep, value = text.partition("=")
@@ -222,7 +222,7 @@ def add_limit_argument(parser: argparse.ArgumentParser) -> None:
         default=[],
         metavar="NAME=VALUE",
         help="a per-request decoding limit, repeatable; names and defaults: "
-        + ", ".join(f"{f.name}={getattr(DecodeLimits(), f.name)}" for f in fields(DecodeLimits)),
+        + ", ".join(f"{name}={value}" for name, value in asdict(DecodeLimits()).items()),
     )
 
 

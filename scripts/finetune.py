@@ -42,11 +42,11 @@ from torch import nn  # noqa: E402
 from torch.utils.data import DataLoader, Dataset  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from handler.decode import decode_clip, probe  # noqa: E402
+from handler.decode import decode_model_clip, probe  # noqa: E402
 from handler.errors import RequestError  # noqa: E402
 from handler.labels import save_labels  # noqa: E402
 from handler.models import REGISTRY, ModelSpec, build_model, get_spec, load_checkpoint  # noqa: E402
-from handler.transforms import pack_pathways, preprocess_frames  # noqa: E402
+from handler.transforms import model_inputs, preprocess_frames  # noqa: E402
 
 VIDEO_SUFFIXES = {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".flv", ".ogv", ".gif"}
 
@@ -144,11 +144,10 @@ class VideoClips(Dataset):
     def _clip(self, data: bytes, label: int) -> tuple[torch.Tensor, int]:
         clip = self.clip
         if not self.train:
-            frames = decode_clip(data, start_sec=0.0, end_sec=clip.duration_sec, num_samples=clip.num_frames).frames
-            return preprocess_frames(frames, clip), label
+            return preprocess_frames(decode_model_clip(data, clip).frames, clip), label
         duration = probe(data).duration_sec or 0.0
         start = random.uniform(0.0, max(duration - clip.duration_sec, 0.0))
-        frames = decode_clip(data, start_sec=start, end_sec=start + clip.duration_sec, num_samples=clip.num_frames)
+        frames = decode_model_clip(data, clip, start)
         side = round(clip.side_size * random.uniform(*self.scale_range))
         flipped = self.flip_map[label]
         flip = flipped is not None and random.random() < 0.5
@@ -251,7 +250,7 @@ def plain_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
 def forward(model: nn.Module, clips: torch.Tensor, alpha: int | None, device: torch.device) -> torch.Tensor:
     """Logits ``(B, classes)`` for a batch of clips ``(B, 3, T, crop, crop)`` float32, moved to ``device``."""
     clips = clips.to(device, non_blocking=True)
-    return model(clips if alpha is None else pack_pathways(clips, alpha))
+    return model(model_inputs(clips, alpha))
 
 
 def evaluate(model: nn.Module, loader: DataLoader, alpha: int | None, device: torch.device) -> tuple[float, float]:
