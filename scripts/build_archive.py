@@ -77,6 +77,7 @@ class BuildRecord:
     serving: dict
     top_k: int
     limits: dict = field(default_factory=dict)
+    version: str = ""  # the handler package's content hash (handler_version()) inside the archive
 
     @staticmethod
     def path_for(name: str, model_store: Path) -> Path:
@@ -89,8 +90,10 @@ class BuildRecord:
 
         ``checkpoint`` is a resolved path or ``"random-init"``; ``labels`` a resolved path or ``""``.
         """
-        wanted = (model, checkpoint, labels, serving, top_k, asdict(limits))
-        if (self.model, self.checkpoint, self.labels, self.serving, self.top_k, self.limits) != wanted:
+        # The handler code is an input too: an archive holding an older handler package is stale.
+        wanted = (model, checkpoint, labels, serving, top_k, asdict(limits), handler_version())
+        mine = (self.model, self.checkpoint, self.labels, self.serving, self.top_k, self.limits, self.version)
+        if mine != wanted:
             return False
         if checkpoint == RANDOM_INIT:
             return True
@@ -164,6 +167,7 @@ def build_archive(
             serving=serving.as_yaml(),
             top_k=top_k,
             limits=asdict(limits),
+            version=handler_version(),
         )
     BuildRecord.path_for(name, model_store).write_text(json.dumps(asdict(record), indent=2) + "\n")
     return model_store / f"{name}.mar"
@@ -174,7 +178,7 @@ def _run_archiver(name: str, checkpoint: Path, extra: Path, config: Path, model_
     command = [
         str(archiver) if archiver.exists() else "torch-model-archiver",
         "--model-name", name,
-        "--version", _version(),
+        "--version", handler_version(),
         "--handler", str(REPO / "handler" / "ts_handler.py"),
         "--serialized-file", str(checkpoint),
         "--extra-files", str(extra),
@@ -187,7 +191,7 @@ def _run_archiver(name: str, checkpoint: Path, extra: Path, config: Path, model_
         raise RuntimeError(f"torch-model-archiver failed ({result.returncode}):\n{result.stdout}{result.stderr}")
 
 
-def _version() -> str:
+def handler_version() -> str:
     """The archive version: the handler package's content hash, so two archives with equal code match."""
     digest = hashlib.sha256()
     for path in sorted((REPO / "handler").rglob("*.py")):

@@ -9,6 +9,7 @@ import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
+import build_archive as build_archive_module
 import pytest
 import serve
 import yaml
@@ -66,7 +67,10 @@ def test_serve_without_checkpoint_offline_exits_with_instructions(
 
 
 def test_archive_is_rebuilt_only_when_its_inputs_change(
-    random_checkpoint: Callable[[str], Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    random_checkpoint: Callable[[str], Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     checkpoint = tmp_path / "slow.pyth"
     checkpoint.write_bytes(random_checkpoint("slow_r50").read_bytes())
@@ -85,6 +89,11 @@ def test_archive_is_rebuilt_only_when_its_inputs_change(
     os.utime(checkpoint, ns=(built_at + 10**9, built_at + 10**9))  # the checkpoint file changed
     ensure()
     assert archive.stat().st_mtime_ns != built_at
+    rebuilt_at = archive.stat().st_mtime_ns
+    monkeypatch.setattr(build_archive_module, "handler_version", lambda: "1.0+0ther000")  # the handler changed
+    ensure()
+    assert archive.stat().st_mtime_ns != rebuilt_at
+    monkeypatch.undo()
     rebuilt_at = archive.stat().st_mtime_ns
     limits = parse_limits(["max_decode_seconds=7.5", "max_window_mb=64"])
     serve.ensure_archive("slow_r50", checkpoint, None, "slow_r50", store, random_init=False, limits=limits)
