@@ -62,10 +62,12 @@ class DecodeLimits:
 
 
 class _Budget:
-    """Counts one request's decoding work against its :class:`DecodeLimits`."""
+    """Counts one request's decoding work against its :class:`DecodeLimits` (and carries its thread count to
+    every pass over the stream)."""
 
-    def __init__(self, limits: DecodeLimits) -> None:
+    def __init__(self, limits: DecodeLimits, threads: int = 0) -> None:
         self.limits = limits
+        self.threads = threads
         self.frames = 0
         self.deadline = time.monotonic() + limits.max_decode_seconds
 
@@ -127,8 +129,10 @@ class DecodedClip:
     """The sampled frames of one clip.
 
     Attributes:
-        frames: ``(num_samples, H, W, 3)`` uint8 RGB in [0, 255], in time order, upright (display rotation
-            applied); a frame repeats when the window held fewer frames than ``num_samples``.
+        frames: ``num_samples`` frames, each ``(H, W, 3)`` uint8 RGB in [0, 255], all the same size, in time
+            order, upright (display rotation applied). A frame that repeats (the window held fewer frames than
+            ``num_samples``) is the same tensor object each time. The tensors share memory with the decoder's
+            output: nothing is copied between the RGB conversion and :func:`handler.transforms.gather_frames`.
         start_sec, end_sec: the requested window, ``[start_sec, end_sec)``, seconds from the stream start.
         source_frames: how many decoded frames fell inside the window.
         info: stream metadata.
@@ -136,7 +140,7 @@ class DecodedClip:
         rotation: degrees counterclockwise the frames were turned to show them upright (display metadata).
     """
 
-    frames: torch.Tensor
+    frames: list[torch.Tensor]
     start_sec: float
     end_sec: float
     source_frames: int
@@ -145,18 +149,29 @@ class DecodedClip:
     rotation: int = 0
 
     def __post_init__(self) -> None:
-        if self.frames.dim() != 4 or self.frames.shape[-1] != 3 or self.frames.dtype != torch.uint8:
-            raise ValueError(f"frames must be (T, H, W, 3) uint8, got {tuple(self.frames.shape)} {self.frames.dtype}")
+        shapes = {tuple(frame.shape) for frame in self.frames}
+        if len(shapes) != 1 or len(next(iter(shapes))) != 3 or self.frames[0].dtype != torch.uint8:
+            raise ValueError(f"frames must be (H, W, 3) uint8 frames of one size, got shapes {sorted(shapes)}")
+
+    def stacked(self) -> torch.Tensor:
+        """The frames as one ``(T, H, W, 3)`` uint8 tensor (a copy)."""
+        return torch.stack(self.frames)
 
     def __repr__(self) -> str:
         return (
-            f"DecodedClip(frames={tuple(self.frames.shape)}, window=[{self.start_sec}, {self.end_sec}), "
-            f"source_frames={self.source_frames}, info={self.info})"
+            f"DecodedClip(frames={len(self.frames)} x {tuple(self.frames[0].shape)}, "
+            f"window=[{self.start_sec}, {self.end_sec}), source_frames={self.source_frames}, info={self.info})"
         )
 
 
 def decode_clip(
-    data: bytes, *, start_sec: float, end_sec: float, num_samples: int, limits: DecodeLimits | None = None
+    data: bytes,
+    *,
+    start_sec: float,
+    end_sec: float,
+    num_samples: int,
+    limits: DecodeLimits | None = None,
+    threads: int = 0,
 ) -> DecodedClip:
     """Decodes the frames of ``[start_sec, end_sec)`` and keeps ``num_samples`` of them, uniformly spread.
 
@@ -166,13 +181,16 @@ def decode_clip(
         end_sec: clip end (exclusive), > ``start_sec``.
         num_samples: frames to return (the model's ``num_frames``).
         limits: bounds on the work (default: :class:`DecodeLimits`'s defaults).
+        threads: decoder threads (FFmpeg frame threading where the codec has it, else slice threading); 0 lets
+            FFmpeg use every core, 1 decodes on the calling thread only. Several clips decoded at once should
+            share the cores (see :class:`handler.pipeline.VideoClassifier`).
 
     Raises:
         RequestError: 400 when the bytes are not a readable video, hold no video stream, use a codec this build
             cannot decode, fail to decode, or have no frame inside the window; 413 when a limit is exceeded.
     """
-    budget = _Budget(limits or DecodeLimits())
-    with _open(data) as container:
+    budget = _Budget(limits or DecodeLimits(), threads)
+    with _open(data, threads) as container:
         stream = container.streams.video[0]
         info = _video_info(container, stream)
         budget.check_size(info.width, info.height)  # before decoding: the header already says
@@ -200,13 +218,15 @@ def decode_clip(
 
 
 def decode_model_clip(
-    data: bytes, clip: ClipSpec, start_sec: float = 0.0, limits: DecodeLimits | None = None
+    data: bytes, clip: ClipSpec, start_sec: float = 0.0, limits: DecodeLimits | None = None, threads: int = 0
 ) -> DecodedClip:
     """:func:`decode_clip` of the window a model with spec ``clip`` sees from ``start_sec``:
     ``[start_sec, start_sec + clip.duration_sec)``, ``clip.num_frames`` frames.
     """
     end_sec = start_sec + clip.duration_sec
-    return decode_clip(data, start_sec=start_sec, end_sec=end_sec, num_samples=clip.num_frames, limits=limits)
+    return decode_clip(
+        data, start_sec=start_sec, end_sec=end_sec, num_samples=clip.num_frames, limits=limits, threads=threads
+    )
 
 
 def probe(data: bytes) -> VideoInfo:
@@ -219,7 +239,7 @@ def probe(data: bytes) -> VideoInfo:
         return _video_info(container, container.streams.video[0])
 
 
-def _open(data: bytes) -> av.container.InputContainer:
+def _open(data: bytes, threads: int = 0) -> av.container.InputContainer:
     if not data:
         raise bad_request("EmptyVideo", "the upload is empty; send the video file's bytes")
     try:
@@ -254,6 +274,10 @@ def _open(data: bytes) -> av.container.InputContainer:
             f"the video codec ({tag!r}) cannot be decoded here; re-encode the video as H.264, HEVC, VP9 or AV1 "
             "(e.g. ffmpeg -i in.avi -c:v libx264 out.mp4)",
         )
+    # Frame threading: several frames in flight, 1.5x faster on 2 cores (720p H.264). It reports a broken
+    # packet only as an error from a later call, or not at all, so _decode checks the packets themselves.
+    stream.thread_type = "AUTO"
+    stream.thread_count = threads
     return container
 
 
@@ -315,7 +339,7 @@ _OVERSHOT = _Scan(pts=[], frames={}, last_frame_sec=None, overshot=True)
 
 
 def _rescan(data: bytes, window: _Window, *, seek: bool, budget: _Budget, wanted: set[int] | None = None) -> _Scan:
-    with _open(data) as container:
+    with _open(data, budget.threads) as container:
         return _scan_window(container, container.streams.video[0], window, seek=seek, budget=budget, wanted=wanted)
 
 
@@ -371,27 +395,33 @@ def _scan_window(
 def _decode(
     container: av.container.InputContainer, stream: av.video.stream.VideoStream, budget: _Budget
 ) -> Iterator[av.VideoFrame]:
-    """Yields the video stream's frames in presentation order, each counted against ``budget``; decode failures
-    become a 400.
+    """Yields the video stream's frames in presentation order, each counted against ``budget``.
+
+    A decoder error, or a packet the demuxer marks corrupt (e.g. cut short by the end of a truncated file),
+    is a 400 that says after which second: with frame threading, FFmpeg may otherwise drop such a frame
+    silently and the clip would be classified on what happened to decode.
     """
-    frames = container.decode(stream)
-    last_good = None
-    while True:
-        try:
-            frame = next(frames)
-        except StopIteration:
-            return
-        except av.FFmpegError as e:
-            where = "before its first frame" if last_good is None else f"after {last_good:.3f}s"
-            raise bad_request(
-                "InvalidVideo",
-                f"the video stream could not be decoded {where} ({_reason(e)}); the file may be truncated or "
-                "corrupt: re-export or re-upload it complete",
-            ) from e
-        budget.spend(frame)
-        if frame.pts is not None:
-            last_good = _seconds(stream, frame.pts)
-        yield frame
+    last_good: float | None = None
+    try:
+        for packet in container.demux(stream):
+            if packet.is_corrupt:
+                raise _undecodable(last_good, "a packet is corrupt or cut short")
+            for frame in packet.decode():
+                budget.spend(frame)
+                if frame.pts is not None:
+                    last_good = _seconds(stream, frame.pts)
+                yield frame
+    except av.FFmpegError as e:  # av.EOFError too: frame threads report a failed packet as "End of file"
+        raise _undecodable(last_good, _reason(e)) from e
+
+
+def _undecodable(last_good: float | None, reason: str) -> RequestError:
+    where = "before its first frame" if last_good is None else f"after {last_good:.3f}s"
+    return bad_request(
+        "InvalidVideo",
+        f"the video stream could not be decoded {where} ({reason}); the file may be truncated or corrupt: "
+        "re-export or re-upload it complete",
+    )
 
 
 def _seconds(stream: av.video.stream.VideoStream, pts: int) -> float:
@@ -399,26 +429,32 @@ def _seconds(stream: av.video.stream.VideoStream, pts: int) -> float:
     return float((pts - (stream.start_time or 0)) * stream.time_base)
 
 
-def _to_rgb(frames: list[av.VideoFrame | None], keep: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """``(len(keep), H, W, 3)`` uint8 RGB of ``frames[keep]``, upright, converting each distinct frame once
-    (entries that ``keep`` does not pick may be ``None``), and the rotation applied (0, 90, 180 or 270 degrees).
+def _to_rgb(frames: list[av.VideoFrame | None], keep: torch.Tensor) -> tuple[list[torch.Tensor], int]:
+    """The frames ``frames[keep]`` as ``(H, W, 3)`` uint8 RGB tensors, upright, converting each distinct frame
+    once (a repeated index gives the same tensor object; entries that ``keep`` does not pick may be ``None``),
+    and the rotation applied (0, 90, 180 or 270 degrees).
 
     A stream whose resolution changes inside the clip is scaled to the size of the first kept frame. Display
     rotation (phone videos: the display matrix) is applied as players do, to the nearest quarter turn; a
     mirroring display matrix is not.
     """
-    unique, inverse = torch.unique(keep, return_inverse=True)
-    chosen = [frames[i] for i in unique.tolist()]
-    width, height = chosen[0].width, chosen[0].height
+    first = frames[int(keep[0])]
+    width, height = first.width, first.height
+    # frame.rotation is the display matrix's counterclockwise angle; turning the pixels by it shows them upright.
+    quarter_turns = round(first.rotation / 90) % 4
     # One reformatter for the clip: it keeps its swscale context between frames, where frame.to_ndarray() builds
     # a new one per frame (measured: 8 ms vs 0.9 ms per 720p frame, identical pixels).
     reformatter = VideoReformatter()
-    rgb = np.stack([reformatter.reformat(f, format="rgb24", width=width, height=height).to_ndarray() for f in chosen])
-    # frame.rotation is the display matrix's counterclockwise angle; turning the pixels by it shows them upright.
-    quarter_turns = round(chosen[0].rotation / 90) % 4
-    if quarter_turns:
-        rgb = np.ascontiguousarray(np.rot90(rgb, quarter_turns, axes=(1, 2)))
-    return torch.from_numpy(rgb)[inverse], 90 * quarter_turns
+    converted: dict[int, torch.Tensor] = {}
+    for i in keep.tolist():
+        if i not in converted:
+            # A view of the converted frame's buffer (rgb24 rows are not padded for these widths; if they
+            # are, to_ndarray copies): the array keeps the frame alive.
+            rgb = reformatter.reformat(frames[i], format="rgb24", width=width, height=height).to_ndarray()
+            if quarter_turns:
+                rgb = np.ascontiguousarray(np.rot90(rgb, quarter_turns))
+            converted[i] = torch.from_numpy(rgb)
+    return [converted[i] for i in keep.tolist()], 90 * quarter_turns
 
 
 def _empty_window_error(scan: _Scan, start_sec: float, end_sec: float) -> RequestError:

@@ -130,7 +130,7 @@ def test_format_decodes_like_ffmpeg(ffmpeg: str, format_dir: Path, name: str) ->
     assert info.codec == spec.codec
     clip = decode_clip(data, start_sec=0.0, end_sec=CLIP_SEC, num_samples=32)
     assert clip.rotation == spec.rotation
-    assert tuple(clip.frames.shape[1:3]) == spec.display
+    assert tuple(clip.frames[0].shape[:2]) == spec.display
     # 64 frames at 30 fps; 65 where millisecond timestamps round 2.1333 s down into the window (as get_clip);
     # fewer for the VFR file (every 4th frame dropped); the GIF runs at 33.3 fps (centisecond delays).
     assert 48 <= clip.source_frames <= 72, clip

@@ -91,8 +91,8 @@ def test_mutated_videos_give_a_clip_or_a_request_error(data: bytes, start_sec: f
         assert 400 <= outcome.status < 500
         assert outcome.message
         return
-    assert outcome.frames.shape[0] == CLIP.num_frames
-    assert outcome.frames.dtype == torch.uint8
+    assert len(outcome.frames) == CLIP.num_frames
+    assert outcome.stacked().dtype == torch.uint8
     tensor = preprocess_frames(outcome.frames, CLIP)
     assert tensor.shape == (3, CLIP.num_frames, CLIP.crop_size, CLIP.crop_size)
     assert torch.isfinite(tensor).all()

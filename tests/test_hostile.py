@@ -4,18 +4,15 @@ the worker survives them all."""
 from __future__ import annotations
 
 import io
-import tempfile
 from collections.abc import Callable
-from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 from PIL import Image
 from torchserve_ctl import TorchServe
 
 from tests.serving import post_video, worker_pids
-from tests.videos import audio_only, encode, moving_frames
+from tests.videos import audio_only, encode, faststart, moving_frames
 
 pytestmark = pytest.mark.integration
 
@@ -26,20 +23,8 @@ def _video(frames: int = 60, **kwargs) -> bytes:
     return encode(moving_frames(frames, 96, 128), fps=30, **kwargs)
 
 
-def _faststart(frames: int = 60) -> bytes:
-    """An mp4 with its index (moov) before the frames, remuxed through a file as the muxer needs."""
-    with tempfile.TemporaryDirectory() as directory:
-        path = Path(directory) / "faststart.mp4"
-        with (
-            av.open(io.BytesIO(_video(frames))) as source,
-            av.open(str(path), "w", options={"movflags": "faststart"}) as out,
-        ):
-            stream = out.add_stream_from_template(source.streams.video[0])
-            for packet in source.demux(source.streams.video[0]):
-                if packet.dts is not None:
-                    packet.stream = stream
-                    out.mux(packet)
-        return path.read_bytes()
+def _cut_in_half(data: bytes) -> bytes:
+    return data[: len(data) // 2]
 
 
 def _png() -> bytes:
@@ -49,7 +34,7 @@ def _png() -> bytes:
 
 
 def _zeroed_middle() -> bytes:
-    data = bytearray(_faststart())
+    data = bytearray(faststart(_video()))
     third = len(data) // 3
     data[third : 2 * third] = bytes(third)
     return bytes(data)
@@ -62,7 +47,7 @@ def _unknown_codec() -> bytes:
 
 
 def _header_only() -> bytes:
-    data = _faststart()
+    data = faststart(_video())
     return data[: data.index(b"mdat") + 4]
 
 
@@ -86,8 +71,8 @@ CASES: dict[str, tuple[Upload, int, str | None]] = {
     "random bytes": (raw(lambda: np.random.default_rng(0).bytes(50_000)), 400, "InvalidVideo"),
     "audio only": (raw(audio_only, "audio/mp4"), 400, "NoVideoStream"),
     "mp4 cut before its index": (raw(lambda: _video()[:3000]), 400, "InvalidVideo"),
-    "faststart mp4 cut inside the clip": (raw(lambda: _faststart()[: len(_faststart()) // 2]), 400, "InvalidVideo"),
-    "faststart mp4 cut after the clip": (raw(lambda: _faststart(frames=150)[:-3000]), 200, None),
+    "faststart mp4 cut inside the clip": (raw(lambda: _cut_in_half(faststart(_video()))), 400, "InvalidVideo"),
+    "faststart mp4 cut after the clip": (raw(lambda: faststart(_video(150))[:-3000]), 200, None),
     "header only": (raw(_header_only), 400, "NoFrames"),
     "zeroed middle": (raw(_zeroed_middle), 400, "InvalidVideo"),
     "single frame": (raw(lambda: _video(frames=1)), 200, None),

@@ -102,7 +102,7 @@ def test_decoded_frames_equal_get_clip(case: Case, model_name: str, video_files:
     assert theirs is not None
     assert ours.source_frames == theirs.shape[1]
     kept = theirs.index_select(1, uniform_temporal_indices(theirs.shape[1], spec.clip.num_frames))
-    assert torch.equal(ours.frames, kept.permute(1, 2, 3, 0).to(torch.uint8))
+    assert torch.equal(ours.stacked(), kept.permute(1, 2, 3, 0).to(torch.uint8))
 
 
 def _inputs_of(clf: VideoClassifier, tensor: torch.Tensor) -> list[torch.Tensor]:

@@ -11,7 +11,9 @@ Two kinds of content:
 from __future__ import annotations
 
 import io
+import tempfile
 from fractions import Fraction
+from pathlib import Path
 
 import av
 import numpy as np
@@ -75,3 +77,17 @@ def audio_only(seconds: float = 1.0, container: str = "mp4") -> bytes:
             output.mux(stream.encode(frame))
         output.mux(stream.encode())
     return buffer.getvalue()
+
+
+def faststart(data: bytes) -> bytes:
+    """The mp4 ``data`` remuxed with its index (moov) before the frames, as streaming exports write it (the
+    muxer needs a real file for that)."""
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / "faststart.mp4"
+        with av.open(io.BytesIO(data)) as source, av.open(str(path), "w", options={"movflags": "faststart"}) as out:
+            stream = out.add_stream_from_template(source.streams.video[0])
+            for packet in source.demux(source.streams.video[0]):
+                if packet.dts is not None:
+                    packet.stream = stream
+                    out.mux(packet)
+        return path.read_bytes()
