@@ -2,7 +2,7 @@
 # (scripts/install.sh, the same script CI and the Dockerfile use) whenever the requirements change.
 #
 #   make serve [MODEL=slowfast_r50] [CHECKPOINT=path.pyth] [LABELS=labels.json] [NAME=name] [RANDOM_INIT=1]
-#              [LIMITS="max_decode_seconds=10 max_window_mb=256"]
+#              [LIMITS="max_decode_seconds=10 max_window_mb=256"] [INFERENCE="precision=bf16 decode_workers=2"]
 #   make stop
 #   make test            the whole suite (unit, parity, TorchServe integration) plus lint
 #   make archive MODEL=... CHECKPOINT=...|RANDOM_INIT=1
@@ -21,11 +21,12 @@ LABELS ?=
 NAME ?=
 RANDOM_INIT ?=
 LIMITS ?=
+INFERENCE ?=
 PYTEST_ARGS ?=
 
 weights_args = $(if $(filter 1 yes true,$(RANDOM_INIT)),--random-init,$(if $(CHECKPOINT),--checkpoint $(CHECKPOINT)))
 model_args = --model $(MODEL) $(weights_args) $(if $(LABELS),--labels $(LABELS)) $(if $(NAME),--name $(NAME)) \
-	$(foreach limit,$(LIMITS),--limit $(limit))
+	$(foreach limit,$(LIMITS),--limit $(limit)) $(foreach option,$(INFERENCE),--inference $(option))
 
 DEMO_DATA ?= data/motion
 

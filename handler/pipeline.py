@@ -1,11 +1,13 @@
 """The serving pipeline without TorchServe: requests in, one response (or one error) per request out.
 
-Data flow for a batch::
+Data flow for a batch (the requests of a batch are prepared in parallel, in a bounded thread pool: PyAV and
+torch release the GIL)::
 
-    VideoRequest ──decode_clip──▶ DecodedClip (T, H, W, 3) uint8 ──preprocess_frames──▶ (3, T, S, S) float
-          │                                                                                   │
-          └─ RequestError (bad bytes, empty window, ...) stays in its slot          stack ▼ (N, 3, T, S, S)
-                                                      one forward: [slow, fast] or clip ─▶ softmax ─▶ top-k
+    VideoRequest ─decode_clip─▶ T frames (H, W, 3) uint8 ─gather_frames─▶ (T, 2S, 2S, 3) uint8 (pinned on GPU)
+          │                                                                       │ to the model's device
+          └─ RequestError (bad bytes, empty window, ...) stays in its slot        ▼ finish: (3, T, S, S) float
+                                                                            stack ▼ (N, 3, T, S, S)
+                                      one forward (channels_last_3d, autocast): [slow, fast] or clip ─▶ top-k
 
 Clips, not requests, are what gets stacked, so a request that later expands into several clips shares the
 same forward with the others.
@@ -13,11 +15,15 @@ same forward with the others.
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -25,7 +31,50 @@ from handler.decode import DecodeLimits, VideoInfo, decode_model_clip
 from handler.errors import RequestError
 from handler.models import ModelSpec, load_model
 from handler.request import VideoRequest
-from handler.transforms import model_inputs, preprocess_frames
+from handler.transforms import finish, gather_frames, model_inputs, plan_for
+
+logger = logging.getLogger(__name__)
+
+Precision = Literal["fp32", "bf16", "fp16"]
+_AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass(frozen=True)
+class InferenceOptions:
+    """How a worker runs its model and prepares clips (the ``inference:`` section of model-config.yaml).
+
+    Attributes:
+        precision: ``fp32``, or ``bf16`` / ``fp16`` autocast of the forward (weights stay fp32; fp16 is for
+            GPUs). Results then differ from fp32 by rounding: see docs/performance.md for measured agreement.
+        channels_last: run the network in ``channels_last_3d`` memory format (same results to float rounding,
+            faster convolutions on CPU and GPU).
+        compile: ``torch.compile`` the network at load (slow start: minutes on CPU; needs a C++ compiler there).
+        warmup: run one forward at load, so the first request does not pay for lazy initialisation.
+        decode_workers: clips of a batch prepared at once (threads); 0 = one per CPU core the worker may use.
+    """
+
+    precision: Precision = "fp32"
+    channels_last: bool = True
+    compile: bool = False
+    warmup: bool = True
+    decode_workers: int = 0
+
+    def __post_init__(self) -> None:
+        if self.precision not in ("fp32", *_AUTOCAST):
+            raise ValueError(f"precision must be fp32, bf16 or fp16, got {self.precision!r}")
+        for name in ("channels_last", "compile", "warmup"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        if not isinstance(self.decode_workers, int) or isinstance(self.decode_workers, bool) or self.decode_workers < 0:
+            raise ValueError(f"decode_workers must be an integer >= 0, got {self.decode_workers!r}")
+
+
+def cpu_count() -> int:
+    """CPU cores this process may run on (the affinity mask, which containers and taskset narrow)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def select_device(gpu_id: int | None) -> torch.device:
@@ -40,10 +89,10 @@ class PreparedClip:
     """One clip ready for the model.
 
     Attributes:
-        tensor: ``(3, T, S, S)`` float32, normalised, on the CPU.
+        tensor: ``(3, T, S, S)`` float32, normalised, on the model's device.
         start_sec, end_sec, source_frames, info, rotation: the decoded clip's window and metadata (its frames
             are not kept: they are no longer needed once the tensor exists).
-        decode_ms, preprocess_ms: wall-clock time of the two CPU stages.
+        decode_ms, preprocess_ms: wall-clock time of the two stages (preprocess includes the copy to the device).
     """
 
     tensor: torch.Tensor
@@ -66,6 +115,7 @@ class VideoClassifier:
         weights: what responses report as ``"weights"``.
         device: where the forward runs.
         limits: bounds on each request's decoding work.
+        options: precision, memory format, compilation and preparation threads.
     """
 
     def __init__(
@@ -76,13 +126,19 @@ class VideoClassifier:
         weights: str,
         device: torch.device,
         limits: DecodeLimits | None = None,
+        options: InferenceOptions | None = None,
     ) -> None:
         self.spec = spec
-        self.model = model
         self.labels = list(labels)
         self.weights = weights
         self.device = device
         self.limits = limits or DecodeLimits()
+        self.options = options or InferenceOptions()
+        self.model = self._optimised(model.to(device))
+        self.decode_workers = self.options.decode_workers or cpu_count()
+        self._pool = ThreadPoolExecutor(self.decode_workers, thread_name_prefix="prepare")
+        if self.options.warmup:
+            self.warm_up()
 
     @classmethod
     def load(
@@ -92,6 +148,7 @@ class VideoClassifier:
         labels: Sequence[str],
         device: torch.device,
         limits: DecodeLimits | None = None,
+        options: InferenceOptions | None = None,
     ) -> VideoClassifier:
         """Builds ``spec``, loads ``checkpoint`` and checks that ``labels`` fit the classifier head."""
         model, weights = load_model(spec, checkpoint)
@@ -100,15 +157,36 @@ class VideoClassifier:
                 f"{len(labels)} labels for a model with {weights.num_classes} classes ({checkpoint}); "
                 "give the label file the checkpoint was trained with"
             )
-        return cls(spec, model.to(device), labels, weights.description, device, limits)
+        return cls(spec, model, labels, weights.description, device, limits, options)
 
-    def prepare(self, request: VideoRequest) -> PreparedClip:
-        """Decodes and preprocesses the request's clip on the CPU; raises :class:`RequestError` for bad input."""
+    def _optimised(self, model: torch.nn.Module) -> torch.nn.Module:
+        if self.options.channels_last:
+            model = model.to(memory_format=torch.channels_last_3d)
+        if self.options.compile:
+            model = torch.compile(model)
+        return model
+
+    def warm_up(self) -> None:
+        """One forward of a zero clip: cuDNN / oneDNN kernel choice, CUDA context, compilation happen now."""
         clip = self.spec.clip
         started = time.perf_counter()
-        decoded = decode_model_clip(request.video, clip, request.start_sec, self.limits)
+        self.probabilities(torch.zeros((1, 3, clip.num_frames, clip.crop_size, clip.crop_size)))
+        logger.info("warm-up forward on %s: %.0f ms", self.device, (time.perf_counter() - started) * 1000)
+
+    def prepare(self, request: VideoRequest, threads: int = 0) -> PreparedClip:
+        """Decodes the request's clip (with ``threads`` decoder threads, 0 = FFmpeg's choice) and preprocesses
+        it: the crop's pixels are gathered on the CPU and interpolated on the model's device.
+
+        Raises:
+            RequestError: for bad input.
+        """
+        clip = self.spec.clip
+        started = time.perf_counter()
+        decoded = decode_model_clip(request.video, clip, request.start_sec, self.limits, threads)
         decoded_at = time.perf_counter()
-        tensor = preprocess_frames(decoded.frames, clip)
+        plan = plan_for(decoded.frames, clip)
+        gathered = gather_frames(decoded.frames, plan, pin_memory=self.device.type == "cuda")
+        tensor = finish(gathered.to(self.device, non_blocking=True), plan, clip)
         return PreparedClip(
             tensor=tensor,
             start_sec=decoded.start_sec,
@@ -131,10 +209,34 @@ class VideoClassifier:
             ``(N, num_classes)`` float32 on the CPU, each row summing to 1.
         """
         batch = clips.to(self.device, non_blocking=True)
-        output = self.model(model_inputs(batch, self.spec.clip.alpha))
+        if self.options.channels_last:
+            batch = batch.contiguous(memory_format=torch.channels_last_3d)
+        with self._autocast():
+            output = self.model(model_inputs(batch, self.spec.clip.alpha))
         if self.spec.output == "logits":
             output = torch.softmax(output.float(), dim=1)
         return output.float().cpu()
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        dtype = _AUTOCAST.get(self.options.precision)
+        return torch.autocast(self.device.type, dtype=dtype) if dtype else contextlib.nullcontext()
+
+    def prepare_all(self, requests: Sequence[VideoRequest]) -> list[PreparedClip | RequestError]:
+        """:meth:`prepare` of every request, at most ``decode_workers`` at once; the cores are shared out as
+        decoder threads (one request alone gets FFmpeg's default: all of them). A failure is returned in its
+        slot, not raised.
+        """
+        parallel = min(len(requests), self.decode_workers)
+        threads = 0 if parallel <= 1 else max(1, cpu_count() // parallel)
+        if parallel <= 1:
+            return [self._prepare_or_error(request, threads) for request in requests]
+        return list(self._pool.map(lambda request: self._prepare_or_error(request, threads), requests))
+
+    def _prepare_or_error(self, request: VideoRequest, threads: int) -> PreparedClip | RequestError:
+        try:
+            return self.prepare(request, threads)
+        except RequestError as error:
+            return error
 
     def classify(self, requests: Sequence[VideoRequest | RequestError]) -> list[dict[str, Any] | RequestError]:
         """Runs a batch: one result per request, in order.
@@ -143,13 +245,13 @@ class VideoClassifier:
         its slot; all other clips go through one forward together.
         """
         results: list[Any] = list(requests)  # errors stay in place; requests are replaced by responses
+        slots = [i for i, request in enumerate(requests) if isinstance(request, VideoRequest)]
         prepared: dict[int, PreparedClip] = {}
-        for i, request in enumerate(requests):
-            if isinstance(request, VideoRequest):
-                try:
-                    prepared[i] = self.prepare(request)
-                except RequestError as error:
-                    results[i] = error
+        for i, outcome in zip(slots, self.prepare_all([requests[i] for i in slots]), strict=True):
+            if isinstance(outcome, RequestError):
+                results[i] = outcome
+            else:
+                prepared[i] = outcome
         if prepared:
             started = time.perf_counter()
             probs = self.probabilities(torch.stack([clip.tensor for clip in prepared.values()]))

@@ -11,6 +11,12 @@ Example (written by ``scripts/build_archive.py``)::
         max_decoded_frames: 3000
         max_decode_seconds: 20.0
         max_window_mb: 512
+      inference:                 # how the model runs (handler.pipeline.InferenceOptions; defaults if absent)
+        precision: fp32
+        channels_last: true
+        compile: false
+        warmup: true
+        decode_workers: 0
 
 The checkpoint is the archive's serialized file (``--serialized-file``), found through the manifest.
 """
@@ -23,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from handler.decode import DecodeLimits
+from handler.pipeline import InferenceOptions
 from handler.request import DEFAULT_TOP_K
 
 
@@ -36,6 +43,7 @@ class HandlerSettings:
         labels: path of the label file.
         top_k: default number of classes returned per request.
         limits: per-request decoding bounds.
+        inference: precision, memory format, compilation, warm-up, preparation threads.
     """
 
     model: str
@@ -43,6 +51,7 @@ class HandlerSettings:
     labels: Path
     top_k: int = DEFAULT_TOP_K
     limits: DecodeLimits = field(default_factory=DecodeLimits)
+    inference: InferenceOptions = field(default_factory=InferenceOptions)
 
     @classmethod
     def from_archive(
@@ -54,7 +63,7 @@ class HandlerSettings:
             ValueError: naming the missing, unknown or invalid key and what is expected.
         """
         section = dict(section or {})
-        allowed = {"model", "labels", "top_k", "limits"}
+        allowed = {"model", "labels", "top_k", "limits", "inference"}
         unknown = sorted(set(section) - allowed)
         if unknown:
             raise ValueError(f"model-config.yaml handler: unknown key(s) {unknown}; allowed: {sorted(allowed)}")
@@ -72,6 +81,7 @@ class HandlerSettings:
             labels=model_dir / section.get("labels", "labels.json"),
             top_k=top_k,
             limits=decode_limits(section.get("limits")),
+            inference=inference_options(section.get("inference")),
         )
 
     def as_yaml_section(self) -> dict[str, Any]:
@@ -79,6 +89,7 @@ class HandlerSettings:
         values = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "checkpoint"}
         values["labels"] = Path(values["labels"]).name
         values["limits"] = asdict(self.limits)
+        values["inference"] = asdict(self.inference)
         return values
 
 
@@ -88,9 +99,22 @@ def decode_limits(values: Mapping[str, Any] | None) -> DecodeLimits:
     Raises:
         ValueError: an unknown name or a value that is not a positive number.
     """
+    return _from_mapping(DecodeLimits, values, "decode limit")
+
+
+def inference_options(values: Mapping[str, Any] | None) -> InferenceOptions:
+    """:class:`InferenceOptions` from a mapping of its field names; missing keys keep their defaults.
+
+    Raises:
+        ValueError: an unknown name or an invalid value.
+    """
+    return _from_mapping(InferenceOptions, values, "inference option")
+
+
+def _from_mapping(cls: type, values: Mapping[str, Any] | None, what: str) -> Any:
     values = dict(values or {})
-    known = {f.name for f in fields(DecodeLimits)}
+    known = {f.name for f in fields(cls)}
     unknown = sorted(set(values) - known)
     if unknown:
-        raise ValueError(f"unknown decode limit(s) {unknown}; known: {sorted(known)}")
-    return DecodeLimits(**values)
+        raise ValueError(f"unknown {what}(s) {unknown}; known: {sorted(known)}")
+    return cls(**values)

@@ -45,17 +45,18 @@ class SlowFastHandler:
         labels = read_labels(settings.labels)
         device = select_device(properties.get("gpu_id"))
         self.classifier = VideoClassifier.load(
-            get_spec(settings.model), settings.checkpoint, labels, device, settings.limits
+            get_spec(settings.model), settings.checkpoint, labels, device, settings.limits, settings.inference
         )
         self.limits = Limits(num_classes=len(labels), default_top_k=min(settings.top_k, len(labels)))
         logger.info(
-            "loaded %s (weights %s, %d classes) on %s, batch size %s, %s",
+            "loaded %s (weights %s, %d classes) on %s, batch size %s, %s, %s",
             settings.model,
             self.classifier.weights,
             len(labels),
             device,
             properties.get("batch_size"),
             settings.limits,
+            settings.inference,
         )
 
     def handle(self, data: list[dict[str, Any]], context: Any) -> list[dict[str, Any]]:

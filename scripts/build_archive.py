@@ -23,6 +23,7 @@ import sys
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -34,9 +35,9 @@ import torch  # noqa: E402
 from handler.decode import DecodeLimits  # noqa: E402
 from handler.labels import label_set, read_labels, save_labels  # noqa: E402
 from handler.models import RANDOM_INIT, REGISTRY, get_spec, save_random_checkpoint  # noqa: E402
-from handler.pipeline import VideoClassifier  # noqa: E402
+from handler.pipeline import InferenceOptions, VideoClassifier  # noqa: E402
 from handler.request import DEFAULT_TOP_K  # noqa: E402
-from handler.settings import HandlerSettings, decode_limits  # noqa: E402
+from handler.settings import HandlerSettings, decode_limits, inference_options  # noqa: E402
 
 DEFAULT_STORE = REPO / "model_store"
 
@@ -77,6 +78,7 @@ class BuildRecord:
     serving: dict
     top_k: int
     limits: dict = field(default_factory=dict)
+    inference: dict = field(default_factory=dict)
     version: str = ""  # the handler package's content hash (handler_version()) inside the archive
 
     @staticmethod
@@ -84,15 +86,31 @@ class BuildRecord:
         return model_store / f"{name}.build.json"
 
     def matches(
-        self, model: str, checkpoint: str, labels: str, serving: dict, top_k: int, limits: DecodeLimits
+        self,
+        model: str,
+        checkpoint: str,
+        labels: str,
+        serving: dict,
+        top_k: int,
+        limits: DecodeLimits,
+        inference: InferenceOptions,
     ) -> bool:
         """Whether this record was built from these inputs (and the checkpoint file is unchanged since).
 
         ``checkpoint`` is a resolved path or ``"random-init"``; ``labels`` a resolved path or ``""``.
         """
         # The handler code is an input too: an archive holding an older handler package is stale.
-        wanted = (model, checkpoint, labels, serving, top_k, asdict(limits), handler_version())
-        mine = (self.model, self.checkpoint, self.labels, self.serving, self.top_k, self.limits, self.version)
+        wanted = (model, checkpoint, labels, serving, top_k, asdict(limits), asdict(inference), handler_version())
+        mine = (
+            self.model,
+            self.checkpoint,
+            self.labels,
+            self.serving,
+            self.top_k,
+            self.limits,
+            self.inference,
+            self.version,
+        )
         if mine != wanted:
             return False
         if checkpoint == RANDOM_INIT:
@@ -121,6 +139,7 @@ def build_archive(
     serving: ServingConfig | None = None,
     top_k: int = DEFAULT_TOP_K,
     limits: DecodeLimits | None = None,
+    inference: InferenceOptions | None = None,
 ) -> Path:
     """Validates the inputs and writes ``<model_store>/<name>.mar``; returns its path.
 
@@ -133,9 +152,11 @@ def build_archive(
         serving: TorchServe batching and worker settings.
         top_k: default number of classes per response.
         limits: per-request decoding bounds (default: :class:`DecodeLimits`'s).
+        inference: how workers run the model (default: :class:`InferenceOptions`'s).
     """
     spec = get_spec(model)
     limits = limits or DecodeLimits()
+    inference = inference or InferenceOptions()
     name = name or model
     serving = serving or ServingConfig()
     model_store.mkdir(parents=True, exist_ok=True)
@@ -145,12 +166,18 @@ def build_archive(
         if checkpoint is None:
             checkpoint = save_random_checkpoint(spec, staging / f"{model}-random-init.pyth")
         class_names = read_labels(labels) if labels else label_set(spec.labels)
-        classifier = VideoClassifier.load(spec, checkpoint, class_names, torch.device("cpu"))
+        checking = InferenceOptions(channels_last=False, warmup=False, decode_workers=1)  # load and check only
+        classifier = VideoClassifier.load(spec, checkpoint, class_names, torch.device("cpu"), options=checking)
 
         extra = staging / "extra"  # the archiver copies this directory's *contents* into the archive root
         shutil.copytree(REPO / "handler", extra / "handler", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
         settings = HandlerSettings(
-            model=model, checkpoint=Path(checkpoint), labels=extra / "labels.json", top_k=top_k, limits=limits
+            model=model,
+            checkpoint=Path(checkpoint),
+            labels=extra / "labels.json",
+            top_k=top_k,
+            limits=limits,
+            inference=inference,
         )
         save_labels(class_names, settings.labels)
         config = staging / "model-config.yaml"
@@ -167,6 +194,7 @@ def build_archive(
             serving=serving.as_yaml(),
             top_k=top_k,
             limits=asdict(limits),
+            inference=asdict(inference),
             version=handler_version(),
         )
     BuildRecord.path_for(name, model_store).write_text(json.dumps(asdict(record), indent=2) + "\n")
@@ -205,21 +233,40 @@ def parse_limits(texts: list[str]) -> DecodeLimits:
     Raises:
         ValueError: naming the malformed or unknown entry.
     """
-    defaults = asdict(DecodeLimits())
-    values = {}
+    return decode_limits(_assignments(texts, asdict(DecodeLimits()), "limit"))
+
+
+def parse_inference(texts: list[str]) -> InferenceOptions:
+    """``["precision=bf16", "compile=true", ...]`` -> :class:`InferenceOptions` (others at their defaults).
+
+    Raises:
+        ValueError: naming the malformed or unknown entry.
+    """
+    return inference_options(_assignments(texts, asdict(InferenceOptions()), "inference option"))
+
+
+def _assignments(texts: list[str], defaults: dict[str, Any], what: str) -> dict[str, Any]:
+    """``NAME=VALUE`` texts as a mapping, each value converted to the type of its default."""
+    values: dict[str, Any] = {}
     for text in texts:
         name, sep, value = text.partition("=")
         if not sep or name not in defaults:
-            raise ValueError(f"limit {text!r}: expected NAME=VALUE with NAME one of {sorted(defaults)}")
+            raise ValueError(f"{what} {text!r}: expected NAME=VALUE with NAME one of {sorted(defaults)}")
+        kind = type(defaults[name])
+        if kind is bool:
+            if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError(f"{what} {text!r}: {value!r} is not true or false")
+            values[name] = value.lower() in ("true", "1", "yes")
+            continue
         try:
-            values[name] = type(defaults[name])(value)
+            values[name] = kind(value)
         except ValueError:
-            raise ValueError(f"limit {text!r}: {value!r} is not a {type(defaults[name]).__name__}") from None
-    return decode_limits(values)
+            raise ValueError(f"{what} {text!r}: {value!r} is not a {kind.__name__}") from None
+    return values
 
 
-def add_limit_argument(parser: argparse.ArgumentParser) -> None:
-    """``--limit NAME=VALUE`` (repeatable), shared by this script and ``scripts/serve.py start``."""
+def add_setting_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--limit NAME=VALUE`` and ``--inference NAME=VALUE`` (repeatable), shared with ``scripts/serve.py start``."""
     parser.add_argument(
         "--limit",
         action="append",
@@ -227,6 +274,14 @@ def add_limit_argument(parser: argparse.ArgumentParser) -> None:
         metavar="NAME=VALUE",
         help="a per-request decoding limit, repeatable; names and defaults: "
         + ", ".join(f"{name}={value}" for name, value in asdict(DecodeLimits()).items()),
+    )
+    parser.add_argument(
+        "--inference",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="how workers run the model, repeatable (docs/performance.md); names and defaults: "
+        + ", ".join(f"{name}={value}" for name, value in asdict(InferenceOptions()).items()),
     )
 
 
@@ -252,10 +307,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--min-workers", type=int, default=defaults.min_workers, help="minWorkers")
     parser.add_argument("--max-workers", type=int, default=defaults.max_workers, help="maxWorkers")
     parser.add_argument("--response-timeout", type=int, default=defaults.response_timeout_s, help="responseTimeout, s")
-    add_limit_argument(parser)
+    add_setting_arguments(parser)
     args = parser.parse_args(argv)
     try:
         limits = parse_limits(args.limit)
+        inference = parse_inference(args.inference)
     except ValueError as e:
         parser.error(str(e))
     serving = ServingConfig(
@@ -275,6 +331,7 @@ def main(argv: list[str] | None = None) -> int:
             serving=serving,
             top_k=args.top_k,
             limits=limits,
+            inference=inference,
         )
     except (ValueError, KeyError, OSError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)

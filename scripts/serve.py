@@ -26,8 +26,9 @@ from build_archive import (  # noqa: E402
     DEFAULT_STORE,
     BuildRecord,
     ServingConfig,
-    add_limit_argument,
+    add_setting_arguments,
     build_archive,
+    parse_inference,
     parse_limits,
 )
 from download_weights import DownloadError, find_checkpoint  # noqa: E402
@@ -35,6 +36,7 @@ from torchserve_ctl import ServeError, TorchServe, java_environment  # noqa: E40
 
 from handler.decode import DecodeLimits  # noqa: E402
 from handler.models import RANDOM_INIT, REGISTRY, get_spec  # noqa: E402
+from handler.pipeline import InferenceOptions  # noqa: E402
 from handler.request import DEFAULT_TOP_K  # noqa: E402
 
 DEFAULT_RUNTIME = REPO / "run"
@@ -48,10 +50,12 @@ def ensure_archive(
     model_store: Path,
     random_init: bool,
     limits: DecodeLimits | None = None,
+    inference: InferenceOptions | None = None,
 ) -> Path:
     """The archive for these inputs, built only when it is missing or its build record differs."""
     serving = ServingConfig()
     limits = limits or DecodeLimits()
+    inference = inference or InferenceOptions()
     if random_init:
         wanted_checkpoint = RANDOM_INIT
     else:
@@ -63,7 +67,7 @@ def ensure_archive(
     if (
         archive.exists()
         and record
-        and record.matches(model, wanted_checkpoint, labels_key, serving.as_yaml(), DEFAULT_TOP_K, limits)
+        and record.matches(model, wanted_checkpoint, labels_key, serving.as_yaml(), DEFAULT_TOP_K, limits, inference)
     ):
         print(f"using {archive} (weights: {record.weights})")
         return archive
@@ -76,6 +80,7 @@ def ensure_archive(
         model_store=model_store,
         serving=serving,
         limits=limits,
+        inference=inference,
     )
 
 
@@ -85,8 +90,10 @@ def start(args: argparse.Namespace) -> None:
     server = TorchServe(args.runtime_dir, args.model_store)
     if server.pid() is not None:
         raise ServeError(f"TorchServe is already running (pid {server.pid()}); run `make stop` first")
-    limits = parse_limits(args.limit)
-    ensure_archive(args.model, args.checkpoint, args.labels, name, args.model_store, args.random_init, limits)
+    limits, inference = parse_limits(args.limit), parse_inference(args.inference)
+    ensure_archive(
+        args.model, args.checkpoint, args.labels, name, args.model_store, args.random_init, limits, inference
+    )
     server.start({name: f"{name}.mar"})
     print(f"TorchServe started (pid {server.pid()}), loading {name} ...", flush=True)
     try:
@@ -157,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     weights.add_argument("--random-init", action="store_true", help="random weights (plumbing tests only)")
     start_parser.add_argument("--labels", type=Path, help="label file (default: the model's label set)")
     start_parser.add_argument("--name", help="served model name (default: the model name)")
-    add_limit_argument(start_parser)
+    add_setting_arguments(start_parser)
     start_parser.add_argument("--timeout", type=float, default=600, help="seconds to wait for the model (default: 600)")
     start_parser.set_defaults(func=start)
     commands.add_parser("stop", help="stop TorchServe").set_defaults(func=stop)

@@ -16,6 +16,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -264,6 +265,26 @@ class TorchServe:
                 tail = path.read_text(errors="replace").splitlines()[-lines:]
                 parts.append(f"--- {path} (last {len(tail)} lines) ---\n" + "\n".join(tail))
         return "\n".join(parts) or f"(no logs in {self.log_dir})"
+
+
+def free_port_overrides() -> dict[str, str]:
+    """Config properties that put every TorchServe listener on a loopback port that was free a moment ago (for
+    tests and benchmarks running beside a ``make serve`` instance)."""
+    sockets = [socket.socket() for _ in range(5)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        inference, management, metrics, grpc_inference, grpc_management = (s.getsockname()[1] for s in sockets)
+    finally:
+        for s in sockets:
+            s.close()
+    return {
+        "inference_address": f"http://127.0.0.1:{inference}",
+        "management_address": f"http://127.0.0.1:{management}",
+        "metrics_address": f"http://127.0.0.1:{metrics}",
+        "grpc_inference_port": str(grpc_inference),
+        "grpc_management_port": str(grpc_management),
+    }
 
 
 def _alive(pid: int) -> bool:

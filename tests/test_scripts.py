@@ -13,13 +13,14 @@ import build_archive as build_archive_module
 import pytest
 import serve
 import yaml
-from build_archive import BuildRecord, parse_limits
+from build_archive import BuildRecord, parse_inference, parse_limits
 from classify import find_key_file
 from download_weights import DownloadError, download_checkpoint
 from torchserve_ctl import TorchServe
 
 from handler import models
 from handler.decode import DecodeLimits
+from handler.pipeline import InferenceOptions
 
 
 def _closed_port_url(filename: str) -> str:
@@ -136,3 +137,15 @@ def test_upload_spool_directory_can_be_moved_to_a_tmpfs(monkeypatch: pytest.Monk
     assert instance._env()["TEMP"] == str(tmp_path / "run" / "tmp")
     monkeypatch.setenv("UPLOAD_TMPDIR", "/dev/shm")
     assert instance._env()["TEMP"] == "/dev/shm"
+
+
+def test_inference_arguments_are_typed_and_checked() -> None:
+    assert parse_inference([]) == InferenceOptions()
+    options = parse_inference(["precision=bf16", "compile=true", "channels_last=no", "decode_workers=2"])
+    assert options == InferenceOptions(precision="bf16", compile=True, channels_last=False, decode_workers=2)
+    with pytest.raises(ValueError, match="NAME=VALUE"):
+        parse_inference(["threads=2"])
+    with pytest.raises(ValueError, match="not true or false"):
+        parse_inference(["warmup=maybe"])
+    with pytest.raises(ValueError, match="precision must be"):
+        parse_inference(["precision=fp8"])

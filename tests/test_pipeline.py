@@ -1,0 +1,112 @@
+"""The pipeline's performance options: parallel preparation, memory format, autocast, warm-up; each must keep
+the results (or, for reduced precision, the top class) of the plain fp32 path."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+from motion_dataset import ENCODINGS, MOTION_CLASSES, make_video
+from torchserve_ctl import REPO
+
+from handler.errors import RequestError
+from handler.labels import label_set
+from handler.models import get_spec
+from handler.pipeline import InferenceOptions, VideoClassifier
+from handler.request import VideoRequest
+from handler.settings import inference_options
+from tests.videos import encode, moving_frames
+
+MOTION = get_spec("motion_demo")
+
+
+def _motion_classifier(**options) -> VideoClassifier:
+    labels = label_set(MOTION.labels)
+    return VideoClassifier.load(
+        MOTION, REPO / MOTION.bundled_checkpoint, labels, torch.device("cpu"), options=InferenceOptions(**options)
+    )
+
+
+def _requests() -> list[VideoRequest | RequestError]:
+    video = encode(moving_frames(75, 120, 160), fps=25)
+    other = encode(moving_frames(90, 144, 96, seed=3), fps=30, codec="mpeg4", container="avi")
+    return [
+        VideoRequest(video=video, start_sec=0.0, top_k=5),
+        VideoRequest(video=b"not a video at all", start_sec=0.0, top_k=5),
+        RequestError(400, "InvalidOption", "parsed earlier"),
+        VideoRequest(video=other, start_sec=0.5, top_k=5),
+        VideoRequest(video=video, start_sec=1.0, top_k=3),
+    ]
+
+
+def _scores(results: list) -> list:
+    return [r.type if isinstance(r, RequestError) else [p["score"] for p in r["predictions"]] for r in results]
+
+
+def test_parallel_preparation_answers_like_sequential_in_order(
+    random_checkpoint: Callable[[str], Path],
+) -> None:
+    spec = get_spec("slow_r50")
+    load = lambda workers: VideoClassifier.load(  # noqa: E731
+        spec,
+        random_checkpoint("slow_r50"),
+        label_set(spec.labels),
+        torch.device("cpu"),
+        options=InferenceOptions(decode_workers=workers, warmup=False),
+    )
+    sequential, parallel = load(1), load(3)
+    expected, got = sequential.classify(_requests()), parallel.classify(_requests())
+    assert _scores(got)[1:3] == ["InvalidVideo", "InvalidOption"]
+    assert _scores(got) == _scores(expected)
+    assert [r["clip"] for i, r in enumerate(got) if i not in (1, 2)] == [
+        r["clip"] for i, r in enumerate(expected) if i not in (1, 2)
+    ]
+
+
+def test_channels_last_gives_the_same_probabilities() -> None:
+    clips = torch.randn(2, 3, MOTION.clip.num_frames, MOTION.clip.crop_size, MOTION.clip.crop_size)
+    plain = _motion_classifier(channels_last=False, warmup=False).probabilities(clips)
+    fast = _motion_classifier(channels_last=True, warmup=False).probabilities(clips)
+    assert (plain - fast).abs().max() < 1e-5
+
+
+def test_bf16_autocast_keeps_the_trained_models_answers() -> None:
+    fp32, bf16 = _motion_classifier(warmup=False), _motion_classifier(precision="bf16", warmup=False)
+    requests = [
+        VideoRequest(video=make_video(motion, 77, i, encoding=i % len(ENCODINGS))[0], start_sec=0.0, top_k=1)
+        for i, motion in enumerate(MOTION_CLASSES)
+    ]
+    exact, reduced = fp32.classify(requests), bf16.classify(requests)
+    assert [r["predictions"][0]["label"] for r in reduced] == [r["predictions"][0]["label"] for r in exact]
+    top = [(a["predictions"][0]["score"], b["predictions"][0]["score"]) for a, b in zip(exact, reduced, strict=True)]
+    gaps = [abs(a - b) for a, b in top]
+    assert max(gaps) < 0.05
+
+
+def test_warm_up_runs_one_forward_at_load() -> None:
+    calls = []
+    original = VideoClassifier.probabilities
+    try:
+        VideoClassifier.probabilities = lambda self, clips: calls.append(clips.shape) or original(self, clips)
+        _motion_classifier(warmup=True)
+        assert calls == [(1, 3, MOTION.clip.num_frames, MOTION.clip.crop_size, MOTION.clip.crop_size)]
+        _motion_classifier(warmup=False)
+        assert len(calls) == 1
+    finally:
+        VideoClassifier.probabilities = original
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"precision": "fp8"}, "precision must be"),
+        ({"compile": "yes"}, "compile must be true or false"),
+        ({"decode_workers": -1}, "decode_workers must be"),
+        ({"threads": 2}, r"unknown inference option\(s\) \['threads'\]"),
+    ],
+)
+def test_inference_options_are_validated(values: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        inference_options(values)
