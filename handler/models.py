@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 import torch
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 MODEL_ZOO = "https://dl.fbaipublicfiles.com/pytorchvideo/model_zoo"
 RANDOM_INIT = "random-init"
@@ -184,6 +185,40 @@ def build_model(spec: ModelSpec, num_classes: int | None = None) -> nn.Module:
     if module_name.endswith(".hub"):
         kwargs["pretrained"] = False
     return builder(**kwargs).eval()
+
+
+# PyTorchVideo's blocks name a batch norm after the convolution it follows (ResNet bottlenecks, stems, the
+# SlowFast lateral connection, the shortcut branch).
+_CONV_BEFORE_NORM = {
+    "norm": ("conv", "conv_fast_to_slow"),
+    "norm_a": ("conv_a",),
+    "norm_b": ("conv_b",),
+    "norm_c": ("conv_c",),
+    "branch1_norm": ("branch1_conv",),
+}
+
+
+def fold_batch_norms(model: nn.Module) -> int:
+    """Folds every eval-mode batch norm into the convolution before it, in place; returns how many.
+
+    Inference only (the statistics become constants): a convolution and a per-channel affine map compose into
+    one convolution, so the network computes the same function with one memory pass less per block (same
+    outputs up to float32 rounding; slowfast_r50 forward 15% faster on CPU, docs/performance.md).
+    """
+    folded = 0
+    for module in model.modules():
+        for norm_name, conv_names in _CONV_BEFORE_NORM.items():
+            norm = getattr(module, norm_name, None)
+            if not isinstance(norm, nn.modules.batchnorm._BatchNorm) or norm.training:
+                continue
+            for conv_name in conv_names:
+                conv = getattr(module, conv_name, None)
+                if isinstance(conv, nn.modules.conv._ConvNd) and conv.out_channels == norm.num_features:
+                    setattr(module, conv_name, fuse_conv_bn_eval(conv, norm))
+                    setattr(module, norm_name, nn.Identity())
+                    folded += 1
+                    break
+    return folded
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ import torch
 
 from handler.decode import DecodeLimits, VideoInfo, decode_model_clip
 from handler.errors import RequestError
-from handler.models import ModelSpec, load_model
+from handler.models import ModelSpec, fold_batch_norms, load_model
 from handler.request import VideoRequest
 from handler.transforms import finish, gather_frames, model_inputs, plan_for
 
@@ -48,6 +48,7 @@ class InferenceOptions:
             GPUs). Results then differ from fp32 by rounding: see docs/performance.md for measured agreement.
         channels_last: run the network in ``channels_last_3d`` memory format (same results to float rounding,
             faster convolutions on CPU and GPU).
+        fold_batchnorm: fold each batch norm into the convolution before it (same results to float rounding).
         compile: ``torch.compile`` the network at load (slow start: minutes on CPU; needs a C++ compiler there).
         warmup: run one forward at load, so the first request does not pay for lazy initialisation.
         decode_workers: clips of a batch prepared at once (threads); 0 = one per CPU core the worker may use.
@@ -55,6 +56,7 @@ class InferenceOptions:
 
     precision: Precision = "fp32"
     channels_last: bool = True
+    fold_batchnorm: bool = True
     compile: bool = False
     warmup: bool = True
     decode_workers: int = 0
@@ -62,7 +64,7 @@ class InferenceOptions:
     def __post_init__(self) -> None:
         if self.precision not in ("fp32", *_AUTOCAST):
             raise ValueError(f"precision must be fp32, bf16 or fp16, got {self.precision!r}")
-        for name in ("channels_last", "compile", "warmup"):
+        for name in ("channels_last", "fold_batchnorm", "compile", "warmup"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
         if not isinstance(self.decode_workers, int) or isinstance(self.decode_workers, bool) or self.decode_workers < 0:
@@ -160,6 +162,8 @@ class VideoClassifier:
         return cls(spec, model, labels, weights.description, device, limits, options)
 
     def _optimised(self, model: torch.nn.Module) -> torch.nn.Module:
+        if self.options.fold_batchnorm:
+            fold_batch_norms(model.eval())
         if self.options.channels_last:
             model = model.to(memory_format=torch.channels_last_3d)
         if self.options.compile:

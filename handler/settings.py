@@ -14,6 +14,7 @@ Example (written by ``scripts/build_archive.py``)::
       inference:                 # how the model runs (handler.pipeline.InferenceOptions; defaults if absent)
         precision: fp32
         channels_last: true
+        fold_batchnorm: true
         compile: false
         warmup: true
         decode_workers: 0

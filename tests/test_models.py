@@ -14,11 +14,13 @@ from handler.models import (
     REGISTRY,
     ClipSpec,
     build_model,
+    fold_batch_norms,
     get_spec,
     load_checkpoint,
     load_model,
     save_random_checkpoint,
 )
+from handler.transforms import model_inputs
 
 EXPECTED = {
     # name: (checkpoint file, frames, sampling rate, alpha, top-1)
@@ -135,3 +137,29 @@ def test_build_model_is_in_eval_mode_with_the_requested_head() -> None:
     model = build_model(get_spec("slow_r50"), num_classes=5)
     assert not model.training
     assert model.blocks[-1].proj.out_features == 5
+
+
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_every_batch_norm_folds_into_its_convolution(name: str) -> None:
+    model = build_model(get_spec(name))
+    norms = sum(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    assert fold_batch_norms(model) == norms > 0
+    assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
+
+def test_folding_keeps_the_function() -> None:
+    spec = get_spec("motion_demo")
+    torch.manual_seed(0)
+    model = build_model(spec)
+    for module in model.modules():  # statistics far from the identity, so folding changes every weight
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.3, 3.0)
+            module.weight.data.uniform_(0.5, 1.5)
+            module.bias.data.uniform_(-0.3, 0.3)
+    clips = torch.randn(2, 3, spec.clip.num_frames, spec.clip.crop_size, spec.clip.crop_size)
+    with torch.inference_mode():
+        expected = model(model_inputs(clips, spec.clip.alpha))
+        fold_batch_norms(model)
+        folded = model(model_inputs(clips, spec.clip.alpha))
+    assert (folded - expected).abs().max() <= 1e-4 * expected.abs().max()
