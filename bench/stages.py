@@ -1,14 +1,19 @@
 #!/usr/bin/env python3
-"""Stage micro-benchmark, without TorchServe: decode + preprocess per clip, ours against the hub tutorial's.
+"""Stage micro-benchmark, without TorchServe: decode + preprocess per clip against the hub tutorial's, and the
+model forward per batch size.
 
 The tutorial side is the pipeline exactly as the PyTorchVideo hub tutorial writes it (``EncodedVideo.get_clip``,
 then ``pytorchvideo.transforms``), built by ``tests/reference.py`` (the parity tests' copy; it never enters the
-product). Ours is ``handler.pipeline.VideoClassifier.prepare`` minus the model: ``decode_clip`` and
-``preprocess_frames``. Both read the same file (the tutorial from disk, as it does; ours from memory, as the
-handler does) and produce the same model inputs (checked here, as the parity tests do).
+product), one clip at a time as it is written. Ours is the product's ``VideoClassifier.prepare`` (decode,
+gather, interpolate, normalise), measured two ways:
 
-Workloads are made with Debian's ffmpeg (``testsrc2``, H.264, 30 fps): 10 s at 720p (the default), 1080p and
-256p. Writes ``--report`` (Markdown) and a JSON beside it.
+- latency: one clip at a time (every core decodes the one clip: FFmpeg frame threads);
+- throughput: ``decode_workers`` clips at once through ``VideoClassifier.prepare_all``, as the handler prepares
+  a batch; per clip = wall time / clips.
+
+Both read the same file (the tutorial from disk, as it does; ours from memory, as the handler does) and the
+model inputs are compared (max |difference|). The forward is timed per batch size for the precision and memory
+format options (random-init weights: speed only).
 
 Example:
     .venv/bin/python bench/stages.py --model slowfast_r50 --repeats 5 --report docs/bench-stages.md
@@ -19,13 +24,12 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from functools import partial
+from collections.abc import Callable
+from dataclasses import asdict
 from importlib import metadata
 from pathlib import Path
 
@@ -34,92 +38,140 @@ sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
 
-from handler.decode import decode_model_clip  # noqa: E402
-from handler.models import REGISTRY, get_spec  # noqa: E402
-from handler.transforms import model_inputs, preprocess_frames  # noqa: E402
+from bench.workloads import WORKLOADS, describe, make_workload  # noqa: E402
+from handler.labels import label_set  # noqa: E402
+from handler.models import REGISTRY, build_model, get_spec  # noqa: E402
+from handler.pipeline import InferenceOptions, VideoClassifier, cpu_count  # noqa: E402
+from handler.request import VideoRequest  # noqa: E402
+from handler.transforms import model_inputs  # noqa: E402
 from tests.reference import tutorial_inputs  # noqa: E402
 
-WORKLOADS = {"720p": (1280, 720), "1080p": (1920, 1080), "256p": (456, 256)}
+# Forward variants: the plain module as the tutorial runs it, the product default, reduced precision.
+FORWARD_VARIANTS = {
+    "fp32": InferenceOptions(channels_last=False, warmup=False),
+    "fp32 channels_last (default)": InferenceOptions(warmup=False),
+    "bf16 channels_last": InferenceOptions(precision="bf16", warmup=False),
+}
 
 
-def make_workload(directory: Path, name: str, seconds: float = 10.0) -> Path:
-    """A ``seconds``-long H.264 mp4 at 30 fps of ffmpeg's ``testsrc2`` pattern, in the ``name`` resolution."""
-    ffmpeg = shutil.which("ffmpeg")
-    if ffmpeg is None:
-        sys.exit("bench/stages.py needs ffmpeg (apt-get install ffmpeg; scripts/install.sh --dev installs it)")
-    width, height = WORKLOADS[name]
-    path = directory / f"{name}.mp4"
-    source = f"testsrc2=size={width}x{height}:rate=30:duration={seconds}"
-    command = [ffmpeg, "-v", "error", "-y", "-f", "lavfi", "-i", source, "-c:v", "libx264", "-pix_fmt", "yuv420p"]
-    subprocess.run([*command, str(path)], check=True)
-    return path
-
-
-def ours(data: bytes, spec, start_sec: float) -> list[torch.Tensor]:
-    """The product's decode + preprocess of one clip: the model inputs, each ``(1, 3, T, S, S)`` float32."""
-    clip = spec.clip
-    inputs = model_inputs(preprocess_frames(decode_model_clip(data, clip, start_sec).frames, clip)[None], clip.alpha)
-    return inputs if isinstance(inputs, list) else [inputs]
-
-
-def timed(function, repeats: int) -> tuple[list[float], object]:
-    """Wall-clock seconds of ``repeats`` calls (after one warm-up call) and the last result."""
+def timed(function: Callable[[], object], repeats: int) -> tuple[float, object]:
+    """Median wall-clock seconds of ``repeats`` calls (after one warm-up call) and the last result."""
     result = function()
     times = []
     for _ in range(repeats):
         started = time.perf_counter()
         result = function()
         times.append(time.perf_counter() - started)
-    return times, result
+    return statistics.median(times), result
 
 
-def run(model: str, workloads: list[str], repeats: int, start_sec: float) -> dict:
+def classifier_for(model: str, options: InferenceOptions) -> VideoClassifier:
+    """The product's classifier around a random-init network (speed only: its answers mean nothing)."""
     spec = get_spec(model)
+    return VideoClassifier(
+        spec, build_model(spec), label_set(spec.labels), "random-init", torch.device("cpu"), options=options
+    )
+
+
+def prepare_rows(model: str, workloads: list[str], repeats: int, start_sec: float) -> list[dict]:
+    spec = get_spec(model)
+    classifier = classifier_for(model, InferenceOptions(warmup=False))
+    parallel = classifier.decode_workers
     rows = []
     with tempfile.TemporaryDirectory() as directory:
         for name in workloads:
             path = make_workload(Path(directory), name)
-            data = path.read_bytes()
-            tutorial_times, tutorial_result = timed(partial(tutorial_inputs, path, spec, start_sec), repeats)
-            our_times, our_result = timed(partial(ours, data, spec, start_sec), repeats)
-            agree = max(float((a - b).abs().max()) for a, b in zip(tutorial_result, our_result, strict=True))
-            tutorial_s, our_s = statistics.median(tutorial_times), statistics.median(our_times)
+            request = VideoRequest(video=path.read_bytes(), top_k=5, start_sec=start_sec)
+            tutorial_s, theirs = timed(lambda: tutorial_inputs(path, spec, start_sec), repeats)  # noqa: B023
+            latency_s, prepared = timed(lambda: classifier.prepare(request), repeats)  # noqa: B023
+            batch_s, _ = timed(lambda: classifier.prepare_all([request] * parallel), repeats)  # noqa: B023
+            inputs = model_inputs(prepared.tensor[None], spec.clip.alpha)
+            ours = inputs if isinstance(inputs, list) else [inputs]
             rows.append(
                 {
-                    "workload": f"{name} H.264 30 fps, 10 s",
-                    "tutorial_s": round(tutorial_s, 4),
-                    "ours_s": round(our_s, 4),
-                    "speedup": round(tutorial_s / our_s, 2),
-                    "max_abs_difference": agree,
+                    "workload": describe(name),
+                    "tutorial_ms": round(tutorial_s * 1000, 1),
+                    "ours_latency_ms": round(latency_s * 1000, 1),
+                    "ours_decode_ms": round(prepared.decode_ms, 1),
+                    "ours_preprocess_ms": round(prepared.preprocess_ms, 1),
+                    "ours_per_clip_in_batch_ms": round(batch_s / parallel * 1000, 1),
+                    "clips_in_batch": parallel,
+                    "speedup_latency": round(tutorial_s / latency_s, 2),
+                    "speedup_throughput": round(tutorial_s * parallel / batch_s, 2),
+                    "max_abs_difference": max(float((a - b).abs().max()) for a, b in zip(theirs, ours, strict=True)),
                 }
             )
+    return rows
+
+
+def forward_rows(model: str, batch_sizes: list[int], repeats: int) -> list[dict]:
+    clip = get_spec(model).clip
+    rows = []
+    for variant, options in FORWARD_VARIANTS.items():
+        classifier = classifier_for(model, options)
+        for batch_size in batch_sizes:
+            clips = torch.randn(batch_size, 3, clip.num_frames, clip.crop_size, clip.crop_size)
+            seconds, _ = timed(lambda: classifier.probabilities(clips), repeats)  # noqa: B023
+            rows.append(
+                {
+                    "variant": variant,
+                    "batch_size": batch_size,
+                    "forward_ms": round(seconds * 1000, 1),
+                    "per_clip_ms": round(seconds / batch_size * 1000, 1),
+                    "clips_per_s": round(batch_size / seconds, 2),
+                }
+            )
+    return rows
+
+
+def run(model: str, workloads: list[str], batch_sizes: list[int], repeats: int, start_sec: float) -> dict:
     return {
         "model": model,
         "start_sec": start_sec,
         "repeats": repeats,
-        "torch_threads": torch.get_num_threads(),
-        "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}, {torch.get_num_threads()} threads",
+        "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}, {cpu_count()} cores, "
+        f"{torch.get_num_threads()} torch threads",
         "versions": {name: metadata.version(name) for name in ("torch", "torchvision", "av", "pytorchvideo")},
-        "results": rows,
+        "default_inference_options": asdict(InferenceOptions()),
+        "prepare": prepare_rows(model, workloads, repeats, start_sec),
+        "forward": forward_rows(model, batch_sizes, repeats),
     }
 
 
 def markdown(report: dict, command: str) -> str:
-    rows = "\n".join(
-        f"| {r['workload']} | {r['tutorial_s'] * 1000:.0f} | {r['ours_s'] * 1000:.0f} | {r['speedup']:.1f}x "
-        f"| {r['max_abs_difference']:.1e} |"
-        for r in report["results"]
+    prepare = "\n".join(
+        f"| {r['workload']} | {r['tutorial_ms']:.0f} | {r['ours_latency_ms']:.0f} ({r['ours_decode_ms']:.0f} + "
+        f"{r['ours_preprocess_ms']:.0f}) | {r['speedup_latency']:.1f}x | {r['ours_per_clip_in_batch_ms']:.0f} "
+        f"| {r['speedup_throughput']:.1f}x | {r['max_abs_difference']:.1e} |"
+        for r in report["prepare"]
+    )
+    forward = "\n".join(
+        f"| {r['variant']} | {r['batch_size']} | {r['forward_ms']:.0f} | {r['per_clip_ms']:.0f} "
+        f"| {r['clips_per_s']:.2f} |"
+        for r in report["forward"]
     )
     versions = ", ".join(f"{k} {v}" for k, v in report["versions"].items())
-    return f"""# Stage benchmark: decode + preprocess per clip ({report["model"]})
+    clips = report["prepare"][0]["clips_in_batch"] if report["prepare"] else "-"
+    return f"""# Stage benchmark ({report["model"]})
 
 Command: `{command}`
 Machine: {report["machine"]}; {versions}
 Median of {report["repeats"]} runs after a warm-up; clip at start_sec {report["start_sec"]}.
 
-| workload | tutorial (ms) | ours (ms) | speedup | max abs difference of the model inputs |
+## Decode + preprocess per clip
+
+Tutorial: one clip at a time, as written. Ours, latency: one clip at a time (decode + preprocess in brackets).
+Ours, throughput: {clips} clips prepared at once as the handler prepares a batch, wall time / clips.
+
+| workload | tutorial (ms) | ours, latency (ms) | speedup | ours, per clip in a batch (ms) | speedup | max abs diff. |
+|---|---|---|---|---|---|---|
+{prepare}
+
+## Model forward per batch size (random-init weights)
+
+| variant | batch size | forward (ms) | per clip (ms) | clips/s |
 |---|---|---|---|---|
-{rows}
+{forward}
 """
 
 
@@ -127,11 +179,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="slowfast_r50", choices=sorted(REGISTRY))
     parser.add_argument("--workloads", nargs="+", default=list(WORKLOADS), choices=list(WORKLOADS))
+    parser.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 2, 4])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--start-sec", type=float, default=0.0)
     parser.add_argument("--report", type=Path, help="write a Markdown report here (and JSON beside it)")
     args = parser.parse_args(argv)
-    report = run(args.model, args.workloads, args.repeats, args.start_sec)
+    report = run(args.model, args.workloads, args.batch_sizes, args.repeats, args.start_sec)
     command = "bench/stages.py " + " ".join(argv if argv is not None else sys.argv[1:])
     text = markdown(report, command)
     print(text)

@@ -182,7 +182,9 @@ def build_archive(
         save_labels(class_names, settings.labels)
         config = staging / "model-config.yaml"
         config.write_text(yaml.safe_dump({**serving.as_yaml(), "handler": settings.as_yaml_section()}, sort_keys=False))
-        _run_archiver(name, checkpoint, extra, config, model_store)
+        run_archiver(
+            name, REPO / "handler" / "ts_handler.py", checkpoint, extra, config, model_store, handler_version()
+        )
         record = BuildRecord(
             name=name,
             model=model,
@@ -201,19 +203,24 @@ def build_archive(
     return model_store / f"{name}.mar"
 
 
-def _run_archiver(name: str, checkpoint: Path, extra: Path, config: Path, model_store: Path) -> None:
+def run_archiver(
+    name: str, handler: Path, checkpoint: Path, extra: Path, config: Path, model_store: Path, version: str
+) -> None:
+    """torch-model-archiver: ``<model_store>/<name>.mar`` from a handler file, a serialized file, a directory
+    whose contents go to the archive root, and a model-config.yaml."""
     archiver = Path(sys.executable).parent / "torch-model-archiver"
     command = [
         str(archiver) if archiver.exists() else "torch-model-archiver",
         "--model-name", name,
-        "--version", handler_version(),
-        "--handler", str(REPO / "handler" / "ts_handler.py"),
+        "--version", version,
+        "--handler", str(handler),
         "--serialized-file", str(checkpoint),
         "--extra-files", str(extra),
         "--config-file", str(config),
         "--export-path", str(model_store),
         "--force",
     ]  # fmt: skip
+    model_store.mkdir(parents=True, exist_ok=True)
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
         raise RuntimeError(f"torch-model-archiver failed ({result.returncode}):\n{result.stdout}{result.stderr}")

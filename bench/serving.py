@@ -1,0 +1,211 @@
+#!/usr/bin/env python3
+"""End-to-end benchmark: the tutorial pipeline as a TorchServe handler against ours, in one TorchServe run.
+
+Builds two archives around one random-init slowfast_r50 checkpoint in the official format (speed only: the
+answers mean nothing): ``baseline`` (``bench/baseline_handler.py``: the hub tutorial's code, one request at a
+time) and ``ours`` (the product's archive, with ``--batch-size``, ``--workers`` and ``--inference`` options).
+Starts one TorchServe on free loopback ports serving both, then for every workload (10 s H.264 at 30 fps:
+720p, 1080p, 256p) drives each model in turn with ``--concurrency`` clients posting the same upload
+``--requests`` times (after ``--concurrency`` warm-up requests), and reports:
+
+- clips/s (requests / wall time) and latency p50/p95/p99, seen by the client;
+- per-stage means from the responses' ``timing_ms`` (decode, preprocess, inference: the same keys for both);
+- mean queue time from TorchServe's own ``ts_queue_latency_microseconds`` counter (Prometheus endpoint);
+- ours / baseline ratios.
+
+Writes ``--report`` (Markdown) and a JSON beside it. Loopback only.
+
+Example:
+    .venv/bin/python bench/serving.py --workloads 720p 1080p 256p --requests 16 --report docs/bench.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict
+from importlib import metadata
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO), str(REPO / "scripts")]
+
+import requests  # noqa: E402
+import yaml  # noqa: E402
+from build_archive import ServingConfig, build_archive, parse_inference, run_archiver  # noqa: E402
+from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
+from torchserve_ctl import TorchServe, free_port_overrides  # noqa: E402
+
+from bench.workloads import WORKLOADS, describe, make_workload  # noqa: E402
+from handler.labels import label_set  # noqa: E402
+from handler.models import get_spec, save_random_checkpoint  # noqa: E402
+from handler.pipeline import cpu_count  # noqa: E402
+
+MODEL = "slowfast_r50"  # the tutorial's model; the baseline handler is written for it
+STAGES = ("decode", "preprocess", "inference")
+
+
+def build_baseline(checkpoint: Path, store: Path, staging: Path) -> Path:
+    """``baseline.mar``: the tutorial handler, the checkpoint and the tutorial's ``kinetics_classnames.json``."""
+    extra = staging / "baseline-extra"
+    extra.mkdir()
+    names = {name: i for i, name in enumerate(label_set("kinetics400"))}  # the tutorial's {name: id} format
+    (extra / "kinetics_classnames.json").write_text(json.dumps(names))
+    config = staging / "baseline-config.yaml"
+    one_at_a_time = ServingConfig(batch_size=1, max_batch_delay_ms=0, min_workers=1, max_workers=1)
+    config.write_text(yaml.safe_dump({**one_at_a_time.as_yaml(), "responseTimeout": 600}))
+    run_archiver("baseline", REPO / "bench" / "baseline_handler.py", checkpoint, extra, config, store, "1.0")
+    return store / "baseline.mar"
+
+
+def queue_microseconds(server: TorchServe, model: str) -> float:
+    """TorchServe's cumulative queue time of ``model`` in microseconds (0 before its first request)."""
+    text = requests.get(f"{server.metrics_url}/metrics", timeout=10).text
+    for family in text_string_to_metric_families(text):
+        if family.name == "ts_queue_latency_microseconds":
+            return sum(s.value for s in family.samples if s.labels.get("model_name") == model)
+    return 0.0
+
+
+def post(server: TorchServe, model: str, video: bytes, token: str) -> tuple[float, dict]:
+    started = time.perf_counter()
+    response = requests.post(
+        f"{server.inference_url}/predictions/{model}",
+        data=video,
+        headers={"Content-Type": "video/mp4", "Authorization": f"Bearer {token}"},
+        timeout=900,
+    )
+    elapsed = time.perf_counter() - started
+    response.raise_for_status()
+    return elapsed, response.json()
+
+
+def drive(server: TorchServe, model: str, video: bytes, count: int, concurrency: int) -> dict:
+    """``count`` uploads of ``video`` from ``concurrency`` clients (after a warm-up); the measurements."""
+    token = server.token()
+    with ThreadPoolExecutor(concurrency) as pool:
+        list(pool.map(lambda _: post(server, model, video, token), range(concurrency)))  # warm-up
+        queue_before = queue_microseconds(server, model)
+        started = time.perf_counter()
+        results = list(pool.map(lambda _: post(server, model, video, token), range(count)))
+        wall = time.perf_counter() - started
+    latencies = sorted(seconds * 1000 for seconds, _ in results)
+    percentiles = statistics.quantiles(latencies, n=100, method="inclusive")
+    stages = {stage: statistics.mean(body["timing_ms"][stage] for _, body in results) for stage in STAGES}
+    batch_sizes = [body.get("batch_size", 1) for _, body in results]
+    return {
+        "requests": count,
+        "concurrency": concurrency,
+        "wall_s": round(wall, 2),
+        "clips_per_s": round(count / wall, 3),
+        "latency_ms": {"p50": percentiles[49], "p95": percentiles[94], "p99": percentiles[98]},
+        "stage_ms": {**stages, "queue": (queue_microseconds(server, model) - queue_before) / count / 1000},
+        "mean_batch_size": statistics.mean(batch_sizes),
+    }
+
+
+def run(args: argparse.Namespace) -> dict:
+    spec = get_spec(MODEL)
+    serving = ServingConfig(
+        batch_size=args.batch_size,
+        max_batch_delay_ms=args.max_batch_delay,
+        min_workers=args.workers,
+        max_workers=args.workers,
+        response_timeout_s=600,
+    )
+    inference = parse_inference(args.inference)
+    staging = Path(tempfile.mkdtemp(prefix="bench-", dir="/tmp"))  # short: the workers' sockets live below
+    try:
+        store = staging / "store"
+        checkpoint = save_random_checkpoint(spec, staging / f"{MODEL}-random-init.pyth")
+        build_baseline(checkpoint, store, staging)
+        build_archive(MODEL, checkpoint, name="ours", model_store=store, serving=serving, inference=inference)
+        server = TorchServe(staging / "run", store)
+        server.start({"baseline": "baseline.mar", "ours": "ours.mar"}, overrides=free_port_overrides())
+        rows = []
+        try:
+            for model in ("baseline", "ours"):
+                server.wait_ready(model, timeout=300)
+            for name in args.workloads:
+                video = make_workload(staging, name).read_bytes()
+                row = {"workload": describe(name)}
+                for model in ("baseline", "ours"):
+                    row[model] = drive(server, model, video, args.requests, args.concurrency)
+                    print(f"{name} {model}: {row[model]['clips_per_s']:.3f} clips/s", flush=True)
+                row["throughput_ratio"] = round(row["ours"]["clips_per_s"] / row["baseline"]["clips_per_s"], 2)
+                rows.append(row)
+        finally:
+            server.stop()
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return {
+        "model": MODEL,
+        "weights": "random-init (speed only)",
+        "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}, {cpu_count()} cores",
+        "versions": {n: metadata.version(n) for n in ("torch", "torchvision", "av", "pytorchvideo", "torchserve")},
+        "ours": {"serving": serving.as_yaml(), "inference": asdict(inference)},
+        "baseline": "bench/baseline_handler.py, batch size 1, 1 worker",
+        "results": rows,
+    }
+
+
+def markdown(report: dict, command: str) -> str:
+    lines = []
+    for row in report["results"]:
+        for model in ("baseline", "ours"):
+            r = row[model]
+            lat, st = r["latency_ms"], r["stage_ms"]
+            lines.append(
+                f"| {row['workload']} | {model} | {r['clips_per_s']:.2f} | {lat['p50']:.0f} / {lat['p95']:.0f} / "
+                f"{lat['p99']:.0f} | {st['decode']:.0f} | {st['preprocess']:.0f} | {st['inference']:.0f} | "
+                f"{st['queue']:.0f} | {r['mean_batch_size']:.1f} |"
+            )
+        lines.append(f"| | **ours / baseline** | **{row['throughput_ratio']:.2f}x** | | | | | | |")
+    versions = ", ".join(f"{k} {v}" for k, v in report["versions"].items())
+    ours = report["ours"]
+    return f"""# End-to-end benchmark through TorchServe ({report["model"]}, {report["weights"]})
+
+Command: `{command}`
+Machine: {report["machine"]}; {versions}
+Baseline: {report["baseline"]}. Ours: {json.dumps(ours["serving"])}, inference {json.dumps(ours["inference"])}.
+Requests per model and workload: {report["results"][0]["ours"]["requests"] if report["results"] else "-"}, \
+{report["results"][0]["ours"]["concurrency"] if report["results"] else "-"} concurrent clients on loopback, after \
+a warm-up. Latency is the client's; stage times are the handlers' own (means per request); queue is TorchServe's
+mean queue time per request; stage columns in ms.
+
+| workload | handler | clips/s | latency p50 / p95 / p99 (ms) | decode | preprocess | inference | queue | batch |
+|---|---|---|---|---|---|---|---|---|
+{chr(10).join(lines)}
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workloads", nargs="+", default=["720p", "1080p", "256p"], choices=list(WORKLOADS))
+    parser.add_argument("--requests", type=int, default=16, help="measured requests per model and workload")
+    parser.add_argument("--concurrency", type=int, default=4, help="clients posting at once")
+    parser.add_argument("--batch-size", type=int, default=ServingConfig().batch_size, help="ours: batchSize")
+    parser.add_argument("--max-batch-delay", type=int, default=ServingConfig().max_batch_delay_ms, help="ours, ms")
+    parser.add_argument("--workers", type=int, default=ServingConfig().min_workers, help="ours: workers")
+    parser.add_argument("--inference", action="append", default=[], metavar="NAME=VALUE", help="ours: option")
+    parser.add_argument("--report", type=Path, help="write a Markdown report here (and JSON beside it)")
+    args = parser.parse_args(argv)
+    report = run(args)
+    text = markdown(report, "bench/serving.py " + " ".join(argv if argv is not None else sys.argv[1:]))
+    print(text)
+    if args.report:
+        args.report.parent.mkdir(parents=True, exist_ok=True)
+        args.report.write_text(text)
+        args.report.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,29 @@
+"""Benchmark workloads: 10 s H.264 clips at 30 fps made with Debian's ffmpeg (``testsrc2``: moving, detailed,
+coloured content), at 720p (the default), 1080p and 256p (small frames: the model dominates)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+WORKLOADS = {"720p": (1280, 720), "1080p": (1920, 1080), "256p": (456, 256)}
+
+
+def describe(name: str) -> str:
+    """The workload as the reports name it."""
+    return f"{name} H.264 30 fps, 10 s"
+
+
+def make_workload(directory: Path, name: str, seconds: float = 10.0) -> Path:
+    """A ``seconds``-long H.264 mp4 at 30 fps of ffmpeg's ``testsrc2`` pattern, in the ``name`` resolution."""
+    ffmpeg = shutil.which("ffmpeg")
+    if ffmpeg is None:
+        sys.exit("the benchmarks need ffmpeg (apt-get install ffmpeg; scripts/install.sh --dev installs it)")
+    width, height = WORKLOADS[name]
+    path = directory / f"{name}.mp4"
+    source = f"testsrc2=size={width}x{height}:rate=30:duration={seconds}"
+    command = [ffmpeg, "-v", "error", "-y", "-f", "lavfi", "-i", source, "-c:v", "libx264", "-pix_fmt", "yuv420p"]
+    subprocess.run([*command, str(path)], check=True)
+    return path
