@@ -8,7 +8,9 @@
 #   make archive MODEL=... CHECKPOINT=...|RANDOM_INIT=1
 #   make download MODEL=...
 #   make train-demo      re-create the synthetic dataset and re-train models/motion_demo (about 20 minutes)
-#   make bench-stages    decode + preprocess per clip against the tutorial pipeline (report in docs/)
+#   make bench           TorchServe end to end, the tutorial as a handler against ours, plus the stage
+#                        benchmark (reports in docs/bench.md and docs/bench-stages.md; about 8 minutes on 2 cores)
+#   make bench-stages    the stage benchmark alone: decode + preprocess per clip, forward per batch size
 
 SHELL := /bin/bash
 VENV ?= .venv
@@ -30,7 +32,7 @@ model_args = --model $(MODEL) $(weights_args) $(if $(LABELS),--labels $(LABELS))
 
 DEMO_DATA ?= data/motion
 
-.PHONY: setup serve stop status archive download train-demo bench-stages test lint clean
+.PHONY: setup serve stop status archive download train-demo bench bench-stages test lint clean
 
 setup: $(STAMP)
 
@@ -61,7 +63,10 @@ train-demo: $(STAMP)
 		--hflip models/motion_demo/hflip.json --motion-stem --optimizer adamw --lr 0.0015 --weight-decay 0.05 \
 		--epochs 12 --batch-size 16 --crop-jitter 0.3 --workers 1 --seed 0 --out models/motion_demo
 
-# Decode + preprocess per clip, ours against the hub tutorial's, without TorchServe (needs ffmpeg).
+# Both benchmarks need ffmpeg (installed by `make setup`); the workloads are made with it.
+bench: bench-stages
+	$(PY) bench/serving.py --workloads 720p 1080p 256p --requests 12 --concurrency 4 --report docs/bench.md
+
 bench-stages: $(STAMP)
 	$(PY) bench/stages.py --model slowfast_r50 --repeats 5 --report docs/bench-stages.md
 

@@ -110,3 +110,21 @@ def test_warm_up_runs_one_forward_at_load() -> None:
 def test_inference_options_are_validated(values: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         inference_options(values)
+
+
+def test_preparation_interpolates_on_the_models_device() -> None:
+    # No GPU here: the "meta" device stands in for one. Every tensor the float stage touches must follow the
+    # gathered pixels to the model's device (a CPU tensor mixed in would raise), as on a GPU.
+    spec = MOTION
+    model = torch.nn.Linear(1, 1)  # never called: only preparation runs
+    classifier = VideoClassifier(
+        spec,
+        model,
+        label_set(spec.labels),
+        "test",
+        torch.device("meta"),
+        options=InferenceOptions(warmup=False, fold_batchnorm=False, channels_last=False),
+    )
+    prepared = classifier.prepare(VideoRequest(video=encode(moving_frames(40, 90, 120), fps=20), top_k=1, start_sec=0))
+    assert prepared.tensor.device.type == "meta"
+    assert prepared.tensor.shape == (3, spec.clip.num_frames, spec.clip.crop_size, spec.clip.crop_size)
