@@ -63,9 +63,11 @@ train-demo: $(STAMP)
 		--hflip models/motion_demo/hflip.json --motion-stem --optimizer adamw --lr 0.0015 --weight-decay 0.05 \
 		--epochs 12 --batch-size 16 --crop-jitter 0.3 --workers 1 --seed 0 --out models/motion_demo
 
-# Both benchmarks need ffmpeg (installed by `make setup`); the workloads are made with it.
+# Both benchmarks need ffmpeg (installed by `make setup`); the workloads are made with it. Ours runs with the
+# batch size measured best for a CPU (docs/performance.md), and once more with bf16 autocast.
 bench: bench-stages
-	$(PY) bench/serving.py --workloads 720p 1080p 256p --requests 12 --concurrency 4 --report docs/bench.md
+	$(PY) bench/serving.py --workloads 720p 1080p 256p --requests 12 --concurrency 4 --batch-size 2 \
+		--max-batch-delay 50 --also precision=bf16 --report docs/bench.md
 
 bench-stages: $(STAMP)
 	$(PY) bench/stages.py --model slowfast_r50 --repeats 5 --report docs/bench-stages.md

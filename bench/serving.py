@@ -3,7 +3,8 @@
 
 Builds two archives around one random-init slowfast_r50 checkpoint in the official format (speed only: the
 answers mean nothing): ``baseline`` (``bench/baseline_handler.py``: the hub tutorial's code, one request at a
-time) and ``ours`` (the product's archive, with ``--batch-size``, ``--workers`` and ``--inference`` options).
+time) and ``ours`` (the product's archive, with ``--batch-size``, ``--workers`` and ``--inference`` options;
+with ``--also NAME=VALUE``, a second archive ``ours_variant`` with that option changed, e.g. precision=bf16).
 Starts one TorchServe on free loopback ports serving both, then for every workload (10 s H.264 at 30 fps:
 720p, 1080p, 256p) drives each model in turn with ``--concurrency`` clients posting the same upload
 ``--requests`` times (after ``--concurrency`` warm-up requests), and reports:
@@ -126,20 +127,26 @@ def run(args: argparse.Namespace) -> dict:
         store = staging / "store"
         checkpoint = save_random_checkpoint(spec, staging / f"{MODEL}-random-init.pyth")
         build_baseline(checkpoint, store, staging)
-        build_archive(MODEL, checkpoint, name="ours", model_store=store, serving=serving, inference=inference)
+        variants = {"ours": inference}
+        if args.also:
+            variants["ours_variant"] = parse_inference([*args.inference, *args.also])
+        for name, options in variants.items():
+            build_archive(MODEL, checkpoint, name=name, model_store=store, serving=serving, inference=options)
+        models = ["baseline", *variants]
         server = TorchServe(staging / "run", store)
-        server.start({"baseline": "baseline.mar", "ours": "ours.mar"}, overrides=free_port_overrides())
+        server.start({model: f"{model}.mar" for model in models}, overrides=free_port_overrides())
         rows = []
         try:
-            for model in ("baseline", "ours"):
+            for model in models:
                 server.wait_ready(model, timeout=300)
             for name in args.workloads:
                 video = make_workload(staging, name).read_bytes()
-                row = {"workload": describe(name)}
-                for model in ("baseline", "ours"):
-                    row[model] = drive(server, model, video, args.requests, args.concurrency)
-                    print(f"{name} {model}: {row[model]['clips_per_s']:.3f} clips/s", flush=True)
-                row["throughput_ratio"] = round(row["ours"]["clips_per_s"] / row["baseline"]["clips_per_s"], 2)
+                row = {"workload": describe(name), "models": {}}
+                for model in models:
+                    row["models"][model] = drive(server, model, video, args.requests, args.concurrency)
+                    print(f"{name} {model}: {row['models'][model]['clips_per_s']:.3f} clips/s", flush=True)
+                baseline = row["models"]["baseline"]["clips_per_s"]
+                row["throughput_ratio"] = {v: round(row["models"][v]["clips_per_s"] / baseline, 2) for v in variants}
                 rows.append(row)
         finally:
             server.stop()
@@ -150,7 +157,8 @@ def run(args: argparse.Namespace) -> dict:
         "weights": "random-init (speed only)",
         "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}, {cpu_count()} cores",
         "versions": {n: metadata.version(n) for n in ("torch", "torchvision", "av", "pytorchvideo", "torchserve")},
-        "ours": {"serving": serving.as_yaml(), "inference": asdict(inference)},
+        "serving": serving.as_yaml(),
+        "inference": {name: asdict(options) for name, options in variants.items()},
         "baseline": "bench/baseline_handler.py, batch size 1, 1 worker",
         "results": rows,
     }
@@ -159,26 +167,26 @@ def run(args: argparse.Namespace) -> dict:
 def markdown(report: dict, command: str) -> str:
     lines = []
     for row in report["results"]:
-        for model in ("baseline", "ours"):
-            r = row[model]
+        for model, r in row["models"].items():
             lat, st = r["latency_ms"], r["stage_ms"]
             lines.append(
                 f"| {row['workload']} | {model} | {r['clips_per_s']:.2f} | {lat['p50']:.0f} / {lat['p95']:.0f} / "
                 f"{lat['p99']:.0f} | {st['decode']:.0f} | {st['preprocess']:.0f} | {st['inference']:.0f} | "
                 f"{st['queue']:.0f} | {r['mean_batch_size']:.1f} |"
             )
-        lines.append(f"| | **ours / baseline** | **{row['throughput_ratio']:.2f}x** | | | | | | |")
+        for variant, ratio in row["throughput_ratio"].items():
+            lines.append(f"| | **{variant} / baseline** | **{ratio:.2f}x** | | | | | | |")
     versions = ", ".join(f"{k} {v}" for k, v in report["versions"].items())
-    ours = report["ours"]
+    inference = "; ".join(f"{name}: {json.dumps(options)}" for name, options in report["inference"].items())
+    first = report["results"][0]["models"]["baseline"] if report["results"] else {}
     return f"""# End-to-end benchmark through TorchServe ({report["model"]}, {report["weights"]})
 
 Command: `{command}`
 Machine: {report["machine"]}; {versions}
-Baseline: {report["baseline"]}. Ours: {json.dumps(ours["serving"])}, inference {json.dumps(ours["inference"])}.
-Requests per model and workload: {report["results"][0]["ours"]["requests"] if report["results"] else "-"}, \
-{report["results"][0]["ours"]["concurrency"] if report["results"] else "-"} concurrent clients on loopback, after \
-a warm-up. Latency is the client's; stage times are the handlers' own (means per request); queue is TorchServe's
-mean queue time per request; stage columns in ms.
+Baseline: {report["baseline"]}. Ours: {json.dumps(report["serving"])}; inference options {inference}.
+Requests per model and workload: {first.get("requests", "-")}, {first.get("concurrency", "-")} concurrent clients on
+loopback, after a warm-up. Latency is the client's; stage times are the handlers' own (means per request);
+queue is TorchServe's mean queue time per request; stage columns in ms.
 
 | workload | handler | clips/s | latency p50 / p95 / p99 (ms) | decode | preprocess | inference | queue | batch |
 |---|---|---|---|---|---|---|---|---|
@@ -195,6 +203,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-batch-delay", type=int, default=ServingConfig().max_batch_delay_ms, help="ours, ms")
     parser.add_argument("--workers", type=int, default=ServingConfig().min_workers, help="ours: workers")
     parser.add_argument("--inference", action="append", default=[], metavar="NAME=VALUE", help="ours: option")
+    parser.add_argument(
+        "--also", action="append", default=[], metavar="NAME=VALUE", help="serve ours_variant too, with these options"
+    )
     parser.add_argument("--report", type=Path, help="write a Markdown report here (and JSON beside it)")
     args = parser.parse_args(argv)
     report = run(args)

@@ -7,7 +7,7 @@ The tutorial composes ``UniformTemporalSubsample -> /255 -> NormalizeVideo -> Sh
   so only the kept frames are ever converted to RGB;
 - the resize is computed only where the crop keeps it: :class:`ResizeCrop` holds, for each kept output row
   and column, the two source pixels and the weight that ATen's bilinear kernel (``align_corners=False``, no
-  antialias) uses. Each frame is reduced to those pixels (``(2S, 2S, 3)`` uint8, :meth:`ResizeCrop.gather`),
+  antialias) uses. Each frame is reduced to those pixels (at most ``(2S, 2S, 3)`` uint8, :meth:`ResizeCrop.gather`),
   and only then converted to float and interpolated; a 720p frame is read once instead of being normalised,
   resized and cropped in float (about 20x less float work);
 - normalisation runs after the interpolation: bilinear weights sum to one, so ``resize(normalise(x)) ==
@@ -97,15 +97,17 @@ class ResizeCrop:
 
     Attributes:
         rows, cols: ``(2 * size,)`` int64 source rows / columns: the lower neighbour of each output row
-            (column), then the upper one.
-        row_weights, col_weights: ``(size,)`` float32, the upper neighbour's weight per output row (column).
+            (column), then the upper one; or ``(size,)`` when every weight on that axis is 0 (the axis is not
+            scaled, e.g. a 256-pixel short side): each output then copies one source pixel.
+        row_weights, col_weights: ``(size,)`` float32, the upper neighbour's weight per output row (column), or
+            ``None`` with a ``(size,)`` index.
         size: side of the square output.
     """
 
     rows: torch.Tensor
     cols: torch.Tensor
-    row_weights: torch.Tensor
-    col_weights: torch.Tensor
+    row_weights: torch.Tensor | None
+    col_weights: torch.Tensor | None
     size: int
 
     @classmethod
@@ -127,29 +129,42 @@ class ResizeCrop:
             top, left = center_crop_offsets(new_h, new_w, size)
         else:
             top, left = round(crop_position[0] * (new_h - size)), round(crop_position[1] * (new_w - size))
-        rows, row_weights = bilinear_taps(height, new_h, top, size)
-        cols, col_weights = bilinear_taps(width, new_w, left, size)
+        rows, row_weights = _taps(height, new_h, top, size)
+        cols, col_weights = _taps(width, new_w, left, size)
         return cls(rows, cols, row_weights, col_weights, size)
 
+    @property
+    def gathered_shape(self) -> tuple[int, int, int]:
+        """``(R, C, 3)``: what :meth:`gather` returns per frame (R, C = ``size`` or ``2 * size``)."""
+        return len(self.rows), len(self.cols), 3
+
     def gather(self, frame: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-        """The pixels the crop reads: ``(H, W, 3)`` uint8 -> ``(2 * size, 2 * size, 3)`` uint8 (into ``out``)."""
+        """The pixels the crop reads: ``(H, W, 3)`` uint8 -> ``(R, C, 3)`` uint8 (into ``out``)."""
         return torch.index_select(frame.index_select(0, self.rows), 1, self.cols, out=out)
 
     def interpolate(self, gathered: torch.Tensor) -> torch.Tensor:
-        """``(T, 2S, 2S, 3)`` uint8 from :meth:`gather` (any device) -> ``(T, S, S, 3)`` float32 in [0, 255]."""
+        """``(T, R, C, 3)`` uint8 from :meth:`gather` (any device) -> ``(T, S, S, 3)`` float32 in [0, 255]."""
         s = self.size
         x = gathered.to(torch.float32)
-        x = torch.lerp(x[:, :s], x[:, s:], self.row_weights.to(x.device).view(1, s, 1, 1))
-        return torch.lerp(x[:, :, :s], x[:, :, s:], self.col_weights.to(x.device).view(1, 1, s, 1))
+        if self.row_weights is not None:
+            x = torch.lerp(x[:, :s], x[:, s:], self.row_weights.to(x.device).view(1, s, 1, 1))
+        if self.col_weights is not None:
+            x = torch.lerp(x[:, :, :s], x[:, :, s:], self.col_weights.to(x.device).view(1, 1, s, 1))
+        return x
+
+
+def _taps(in_size: int, out_size: int, start: int, count: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """:func:`bilinear_taps`, reduced to one tap per output where every weight is 0 (``lerp(a, b, 0) == a``)."""
+    index, weight = bilinear_taps(in_size, out_size, start, count)
+    return (index[:count], None) if not bool(weight.any()) else (index, weight)
 
 
 def gather_frames(frames: Sequence[torch.Tensor], plan: ResizeCrop, *, pin_memory: bool = False) -> torch.Tensor:
-    """:meth:`ResizeCrop.gather` of every frame, stacked: ``(T, 2S, 2S, 3)`` uint8 on the CPU (page-locked with
+    """:meth:`ResizeCrop.gather` of every frame, stacked: ``(T, R, C, 3)`` uint8 on the CPU (page-locked with
     ``pin_memory``, for a non-blocking copy to a GPU). A frame object repeated in ``frames`` is gathered once.
     """
     frames = list(frames)  # holds every frame object, so that id() cannot be reused within the loop
-    side = 2 * plan.size
-    out = torch.empty((len(frames), side, side, 3), dtype=torch.uint8, pin_memory=pin_memory)
+    out = torch.empty((len(frames), *plan.gathered_shape), dtype=torch.uint8, pin_memory=pin_memory)
     first_row: dict[int, int] = {}
     for i, frame in enumerate(frames):
         j = first_row.setdefault(id(frame), i)
@@ -164,7 +179,7 @@ def finish(gathered: torch.Tensor, plan: ResizeCrop, clip: ClipSpec, *, flip: bo
     """Interpolates and normalises gathered pixels, on their device.
 
     Args:
-        gathered: ``(T, 2S, 2S, 3)`` uint8 from :func:`gather_frames` (CPU or GPU).
+        gathered: ``(T, R, C, 3)`` uint8 from :func:`gather_frames` (CPU or GPU).
         plan: the plan that gathered them.
         clip: mean and std.
         flip: mirror the result horizontally (a training augmentation).

@@ -180,3 +180,15 @@ def test_pack_pathways_takes_the_tutorial_slow_frames() -> None:
     assert fast is batch
     expected_slow = reference.PackPathway(4)(batch[0])[0]
     assert torch.equal(slow[0], expected_slow)
+
+
+def test_an_unscaled_frame_is_cropped_without_interpolation() -> None:
+    clip = get_spec("slowfast_r50").clip
+    assert ResizeCrop.for_frame(720, 1280, clip).gathered_shape == (512, 512, 3)
+    plan = ResizeCrop.for_frame(256, 456, clip)  # short side already 256: the resize is a copy
+    assert plan.gathered_shape == (256, 256, 3)
+    assert plan.row_weights is None
+    assert plan.col_weights is None
+    frames = torch.randint(0, 256, (4, 256, 456, 3), dtype=torch.uint8)
+    expected = (frames[:, :, 100:356].permute(3, 0, 1, 2).float() / 255 - 0.45) / 0.225
+    assert (preprocess_frames(frames, clip) - expected).abs().max() <= ROUNDING
