@@ -44,7 +44,7 @@ from build_archive import ServingConfig, build_archive, parse_inference, run_arc
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 from torchserve_ctl import TorchServe, free_port_overrides  # noqa: E402
 
-from bench.workloads import WORKLOADS, describe, make_workload  # noqa: E402
+from bench.workloads import WORKLOADS, describe, make_workload, publish  # noqa: E402
 from handler.labels import label_set  # noqa: E402
 from handler.models import get_spec, save_random_checkpoint  # noqa: E402
 from handler.pipeline import cpu_count  # noqa: E402
@@ -186,7 +186,8 @@ Machine: {report["machine"]}; {versions}
 Baseline: {report["baseline"]}. Ours: {json.dumps(report["serving"])}; inference options {inference}.
 Requests per model and workload: {first.get("requests", "-")}, {first.get("concurrency", "-")} concurrent clients on
 loopback, after a warm-up. Latency is the client's; stage times are the handlers' own (means per request);
-queue is TorchServe's mean queue time per request; stage columns in ms.
+inference is the forward of the request's whole batch; queue is TorchServe's mean queue time per request; stage
+columns in ms.
 
 | workload | handler | clips/s | latency p50 / p95 / p99 (ms) | decode | preprocess | inference | queue | batch |
 |---|---|---|---|---|---|---|---|---|
@@ -210,11 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     report = run(args)
     text = markdown(report, "bench/serving.py " + " ".join(argv if argv is not None else sys.argv[1:]))
-    print(text)
-    if args.report:
-        args.report.parent.mkdir(parents=True, exist_ok=True)
-        args.report.write_text(text)
-        args.report.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
+    publish(report, text, args.report)
     return 0
 
 

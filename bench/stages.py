@@ -22,7 +22,6 @@ Example:
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import sys
@@ -39,7 +38,7 @@ sys.path[:0] = [str(REPO), str(REPO / "scripts")]
 import torch  # noqa: E402
 from soak import soak_videos  # noqa: E402
 
-from bench.workloads import WORKLOADS, describe, make_workload  # noqa: E402
+from bench.workloads import WORKLOADS, describe, make_workload, publish  # noqa: E402
 from handler.labels import label_set  # noqa: E402
 from handler.models import REGISTRY, build_model, get_spec  # noqa: E402
 from handler.pipeline import InferenceOptions, VideoClassifier, cpu_count  # noqa: E402
@@ -151,7 +150,9 @@ def agreement(clips: int, precision: str = "bf16") -> dict:
     }
 
 
-def run(model: str, workloads: list[str], batch_sizes: list[int], repeats: int, start_sec: float) -> dict:
+def run(
+    model: str, workloads: list[str], batch_sizes: list[int], repeats: int, start_sec: float, agreement_clips: int = 64
+) -> dict:
     return {
         "model": model,
         "start_sec": start_sec,
@@ -162,7 +163,7 @@ def run(model: str, workloads: list[str], batch_sizes: list[int], repeats: int, 
         "default_inference_options": asdict(InferenceOptions()),
         "prepare": prepare_rows(model, workloads, repeats, start_sec),
         "forward": forward_rows(model, batch_sizes, repeats),
-        "agreement": agreement(clips=64),
+        "agreement": agreement(clips=agreement_clips),
     }
 
 
@@ -218,16 +219,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 2, 4])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--start-sec", type=float, default=0.0)
+    parser.add_argument("--agreement-clips", type=int, default=64, help="motion_demo clips for the bf16 agreement")
     parser.add_argument("--report", type=Path, help="write a Markdown report here (and JSON beside it)")
     args = parser.parse_args(argv)
-    report = run(args.model, args.workloads, args.batch_sizes, args.repeats, args.start_sec)
-    command = "bench/stages.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    text = markdown(report, command)
-    print(text)
-    if args.report:
-        args.report.parent.mkdir(parents=True, exist_ok=True)
-        args.report.write_text(text)
-        args.report.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
+    report = run(args.model, args.workloads, args.batch_sizes, args.repeats, args.start_sec, args.agreement_clips)
+    text = markdown(report, "bench/stages.py " + " ".join(argv if argv is not None else sys.argv[1:]))
+    publish(report, text, args.report)
     return 0
 
 

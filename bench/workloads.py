@@ -1,8 +1,10 @@
 """Benchmark workloads: 10 s H.264 clips at 30 fps made with Debian's ffmpeg (``testsrc2``: moving, detailed,
-coloured content), at 720p (the default), 1080p and 256p (small frames: the model dominates)."""
+coloured content), at 720p (the default), 1080p and 256p (small frames: the model dominates); and the
+benchmarks' report output."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -27,3 +29,12 @@ def make_workload(directory: Path, name: str, seconds: float = 10.0) -> Path:
     command = [ffmpeg, "-v", "error", "-y", "-f", "lavfi", "-i", source, "-c:v", "libx264", "-pix_fmt", "yuv420p"]
     subprocess.run([*command, str(path)], check=True)
     return path
+
+
+def publish(report: dict, text: str, path: Path | None) -> None:
+    """Prints the Markdown ``text``; with ``path``, writes it there and ``report`` as JSON beside it."""
+    print(text)
+    if path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        path.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")

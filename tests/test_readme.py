@@ -11,6 +11,7 @@ import pytest
 
 from handler.decode import DecodeLimits
 from handler.models import REGISTRY, ModelSpec
+from handler.pipeline import InferenceOptions
 from handler.request import DEFAULT_TOP_K, OPTIONS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -65,6 +66,12 @@ def test_error_table_lists_every_error_the_handler_raises() -> None:
 def test_limits_table_matches_the_defaults() -> None:
     for limit in fields(DecodeLimits):
         assert f"| `{limit.name}` | {getattr(DecodeLimits(), limit.name)} |" in README, limit.name
+
+
+def test_performance_doc_lists_every_inference_option_with_its_default() -> None:
+    doc = (REPO / "docs" / "performance.md").read_text()
+    for option in fields(InferenceOptions):
+        assert f"| `{option.name}` | {getattr(InferenceOptions(), option.name)} |" in doc, option.name
 
 
 def test_ci_runs_the_readme_test_command() -> None:

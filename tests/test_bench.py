@@ -1,0 +1,76 @@
+"""The benchmarks run end to end on a small budget and write their reports (the numbers are not checked: they
+belong to `make bench`, not to tests)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+pytestmark = pytest.mark.integration
+
+
+def _run(script: str, *args: str) -> None:
+    result = subprocess.run([sys.executable, str(REPO / "bench" / script), *args], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+
+
+def test_stage_benchmark_writes_its_report(tmp_path: Path) -> None:
+    report = tmp_path / "stages.md"
+    _run(
+        "stages.py",
+        "--workloads",
+        "256p",
+        "--batch-sizes",
+        "1",
+        "--repeats",
+        "1",
+        "--agreement-clips",
+        "2",
+        "--report",
+        str(report),
+    )
+    data = json.loads(report.with_suffix(".json").read_text())
+    (row,) = data["prepare"]
+    assert row["max_abs_difference"] < 1e-5  # the model inputs still equal the tutorial's
+    assert row["tutorial_ms"] > 0
+    assert row["ours_latency_ms"] > 0
+    assert {r["variant"] for r in data["forward"]} == {
+        "fp32, as the tutorial runs it",
+        "fp32, batch norms folded, channels_last (default)",
+        "bf16 autocast, batch norms folded, channels_last",
+    }
+    assert data["agreement"]["clips"] == 2
+    assert "| 256p H.264 30 fps, 10 s |" in report.read_text()
+
+
+def test_serving_benchmark_drives_both_handlers_through_torchserve(tmp_path: Path) -> None:
+    report = tmp_path / "bench.md"
+    _run(
+        "serving.py",
+        "--workloads",
+        "256p",
+        "--requests",
+        "2",
+        "--concurrency",
+        "2",
+        "--batch-size",
+        "2",
+        "--report",
+        str(report),
+    )
+    data = json.loads(report.with_suffix(".json").read_text())
+    (row,) = data["results"]
+    assert set(row["models"]) == {"baseline", "ours"}
+    for measured in row["models"].values():
+        assert measured["requests"] == 2
+        assert measured["clips_per_s"] > 0
+        assert set(measured["stage_ms"]) == {"decode", "preprocess", "inference", "queue"}
+        assert all(value >= 0 for value in measured["stage_ms"].values())
+    assert row["throughput_ratio"]["ours"] > 0
+    assert "**ours / baseline**" in report.read_text()
