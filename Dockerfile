@@ -17,7 +17,7 @@ RUN apt-get update \
 
 WORKDIR /opt/slowfast-serve
 COPY requirements.txt ./
-COPY scripts/install.sh scripts/install.sh
+COPY scripts/install.sh scripts/grpc_stubs.py scripts/
 RUN scripts/install.sh --python python3
 COPY handler handler
 COPY scripts scripts

@@ -64,14 +64,21 @@ class SlowFastHandler:
         if self.classifier is None or self.limits is None:
             raise RuntimeError("handle() before initialize(): the worker did not load the model")
         requests: list[Any] = []
-        for idx, row in enumerate(data):
+        headers = [context.get_all_request_header(idx) or {} for idx in range(len(data))]
+        for row, row_headers in zip(data, headers, strict=True):
             try:
-                requests.append(parse_request(row, context.get_all_request_header(idx) or {}, self.limits))
+                requests.append(parse_request(row, row_headers, self.limits))
             except RequestError as error:
                 requests.append(error)
         responses = []
         for idx, result in enumerate(self.classifier.classify(requests)):
             context.set_response_content_type(idx, "application/json")
+            if _is_grpc(headers[idx]):
+                # The request's last (only) message. For a gRPC StreamPredictions call TorchServe 0.12's
+                # frontend reads this header and, when it is missing, fails with a NullPointerException and
+                # kills the worker ("Worker died."). Over HTTP the same header switches the response to chunked
+                # streaming and the client never gets an answer, hence gRPC only.
+                context.set_response_header(idx, "ts_stream_next", "false")
             if isinstance(result, RequestError):
                 context.set_response_status(result.status, result.type, idx)
                 logger.info("request %s failed: %s", context.request_ids.get(idx), json.dumps(result.to_dict()))
@@ -79,3 +86,9 @@ class SlowFastHandler:
             else:
                 responses.append(result)
         return responses
+
+
+def _is_grpc(headers: dict[str, Any]) -> bool:
+    """Whether a request came over gRPC: TorchServe 0.12 gives HTTP requests their transport headers and a
+    ``url_path`` entry, gRPC requests only the per-field content types (verified against 0.12.0)."""
+    return "url_path" not in headers

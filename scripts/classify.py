@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Classify videos with a running TorchServe instance.
 
-Uploads each VIDEO as multipart field ``data`` (options as form fields beside it) and prints a table of the
-top classes, or with ``--json`` the server's JSON, one document per line in argument order. The token is read
+Uploads each VIDEO as multipart field ``data`` (options as form fields beside it), or with ``--grpc`` through
+TorchServe's gRPC ``Predictions`` call (the same fields), and prints a table of the top classes, or with
+``--json`` the server's JSON, one document per line in argument order. The token is read
 from TorchServe's ``key_file.json``: ``--key-file``, else ``$TS_KEY_FILE``, else ``run/key_file.json`` of
 this checkout (where ``make serve`` starts TorchServe), else ``./key_file.json``. Exit status: 0 if every
 video was classified, 1 otherwise.
@@ -11,6 +12,7 @@ Examples:
     scripts/classify.py clip.mp4
     scripts/classify.py a.mp4 b.webm --model slow_r50 --top-k 3 --start-sec 2.5
     scripts/classify.py clip.mp4 --json --url http://127.0.0.1:8080
+    scripts/classify.py clip.mp4 --grpc --grpc-address 127.0.0.1:7070
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -36,6 +39,7 @@ except ImportError:
 from torchserve_ctl import ServeError, read_token  # noqa: E402
 
 DEFAULT_URL = "http://127.0.0.1:8080"
+DEFAULT_GRPC = "127.0.0.1:7070"
 
 
 def find_key_file(explicit: Path | None) -> Path | None:
@@ -61,6 +65,56 @@ def classify(
             headers=headers,
             timeout=timeout,
         )
+
+
+Sender = Callable[[Path], tuple[int, dict]]
+
+
+def _http_sender(args: argparse.Namespace, token: str | None) -> Sender:
+    """``video -> (HTTP status, JSON body)``; raises ``ConnectionError`` when the server is unreachable."""
+
+    def send(video: Path) -> tuple[int, dict]:
+        try:
+            response = classify(
+                video,
+                url=args.url,
+                model=args.model,
+                token=token,
+                top_k=args.top_k,
+                start_sec=args.start_sec,
+                timeout=args.timeout,
+            )
+        except requests.ConnectionError as e:
+            raise ConnectionError(str(e)) from e
+        try:
+            return response.status_code, response.json()
+        except ValueError:
+            return response.status_code, {"type": "NonJsonResponse", "message": response.text[:500]}
+
+    return send
+
+
+def _grpc_sender(args: argparse.Namespace, token: str | None) -> Sender:
+    """``video -> (status, JSON body)`` over gRPC: a handler error's own status, else the gRPC failure."""
+    import grpc
+    from ts_grpc import GrpcClient, PredictionError
+
+    client = GrpcClient(inference=args.grpc_address, token=token, timeout=args.timeout)
+    kinds = {grpc.StatusCode.PERMISSION_DENIED: (401, "InvalidKeyException"), grpc.StatusCode.NOT_FOUND: (404, "")}
+
+    def send(video: Path) -> tuple[int, dict]:
+        options = {"top_k": args.top_k, "start_sec": args.start_sec}
+        try:
+            return 200, client.predict(args.model, video.read_bytes(), **options)
+        except PredictionError as e:
+            return e.status, {"code": e.status, "type": e.type, "message": e.message}
+        except grpc.RpcError as e:
+            if e.code() == grpc.StatusCode.UNAVAILABLE:
+                raise ConnectionError(e.details()) from e
+            status, kind = kinds.get(e.code(), (500, ""))
+            return status, {"code": status, "type": kind or e.code().name, "message": e.details()}
+
+    return send
 
 
 def render(console: Console, video: Path, body: dict) -> None:
@@ -91,6 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--url", default=DEFAULT_URL, help="TorchServe inference address (default: %(default)s)")
     parser.add_argument("--key-file", type=Path, help="TorchServe key_file.json (default: see above)")
     parser.add_argument("--timeout", type=float, default=300, help="seconds per request (default: %(default)s)")
+    parser.add_argument("--grpc", action="store_true", help="use TorchServe's gRPC inference API instead of HTTP")
+    parser.add_argument("--grpc-address", default=DEFAULT_GRPC, help="gRPC inference address (default: %(default)s)")
     args = parser.parse_args(argv)
 
     console = Console()
@@ -101,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     except ServeError as e:
         errors.print(f"error: {e}")
         return 1
+    send = _grpc_sender(args, token) if args.grpc else _http_sender(args, token)
+    where = args.grpc_address if args.grpc else args.url
     failures = 0
     for video in args.videos:
         if not video.is_file():
@@ -108,31 +166,18 @@ def main(argv: list[str] | None = None) -> int:
             failures += 1
             continue
         try:
-            response = classify(
-                video,
-                url=args.url,
-                model=args.model,
-                token=token,
-                top_k=args.top_k,
-                start_sec=args.start_sec,
-                timeout=args.timeout,
-            )
-        except requests.ConnectionError:
-            errors.print(f"error: cannot reach TorchServe at {args.url}; is it running? (make serve)")
+            status, body = send(video)
+        except ConnectionError:
+            errors.print(f"error: cannot reach TorchServe at {where}; is it running? (make serve)")
             return 1
-        try:
-            body = response.json()
-        except ValueError:
-            body = {"code": response.status_code, "type": "NonJsonResponse", "message": response.text[:500]}
         if args.json:
             print(json.dumps(body), flush=True)
-        if response.ok:
+        if status == 200:
             if not args.json:
                 render(console, video, body)
             continue
         failures += 1
-        message = body.get("message", response.text) if isinstance(body, dict) else response.text
-        errors.print(f"error: {video}: HTTP {response.status_code} {body.get('type', '')}: {message}")
+        errors.print(f"error: {video}: {status} {body.get('type', '')}: {body.get('message', body)}")
         if body.get("type") == "InvalidKeyException":
             errors.print(
                 f"hint: token from {key_file or 'nowhere (no key_file.json found)'}; TorchServe tokens expire after "

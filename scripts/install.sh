@@ -77,4 +77,6 @@ if [[ $dev == 1 ]] && ! command -v ffmpeg >/dev/null 2>&1; then
     echo "install.sh: ffmpeg not found; the format tests need it (e.g. sudo apt-get install ffmpeg)" >&2
   fi
 fi
+# gRPC client stubs, from the .proto files inside the installed TorchServe (build/grpc, ignored by git).
+"$python" "$repo/scripts/grpc_stubs.py" --out "$repo/build/grpc" >/dev/null
 "$python" -c 'import torch, av; print(f"install.sh: done (torch {torch.__version__}, av {av.__version__})")'

@@ -28,6 +28,7 @@ class MockContext:
         self.request_ids = {i: f"request-{i}" for i in range(len(self.headers))}
         self.statuses: dict[int, tuple[int, str]] = {}
         self.content_types: dict[int, str] = {}
+        self.response_headers: dict[int, dict[str, str]] = {}
 
     def get_all_request_header(self, idx: int) -> dict[str, str]:
         return self.headers[idx]
@@ -37,6 +38,9 @@ class MockContext:
 
     def set_response_content_type(self, idx: int, value: str) -> None:
         self.content_types[idx] = value
+
+    def set_response_header(self, idx: int, key: str, value: str) -> None:
+        self.response_headers.setdefault(idx, {})[key] = value
 
 
 @pytest.fixture(scope="module")
@@ -64,13 +68,15 @@ def test_batch_with_bad_requests_answers_each_in_order(handler: SlowFastHandler,
         {"data": bytearray(video), "top_k": bytearray(b"0")},
         {"data": bytearray(video), "start_sec": bytearray(b"1.0"), "top_k": bytearray(b"3")},
     ]
-    headers = [{}, {"Content-Type": "video/mp4"}, {"X-Top-K": "2"}, {}, {}]
+    http = {"url_path": "", "Host": "127.0.0.1:8080"}  # what TorchServe 0.12 adds to every HTTP request
+    headers = [http, {**http, "Content-Type": "video/mp4"}, {**http, "X-Top-K": "2"}, http, http]
     context = MockContext(model_dir, headers)
     responses = handler.handle(batch, context)
 
     assert len(responses) == len(batch)
     assert context.statuses == {1: (400, "InvalidVideo"), 3: (400, "InvalidOption")}
     assert set(context.content_types.values()) == {"application/json"}
+    assert context.response_headers == {}  # HTTP requests: the stream header would make TorchServe chunk
     assert responses[1]["code"] == 400
     assert responses[1]["type"] == "InvalidVideo"
     assert responses[3]["type"] == "InvalidOption"
@@ -81,6 +87,15 @@ def test_batch_with_bad_requests_answers_each_in_order(handler: SlowFastHandler,
         assert responses[i]["weights"] == "random-init"
         assert responses[i]["batch_size"] == len(batch)
     json.dumps(responses)  # TorchServe serialises non-bytes results with json.dumps
+
+
+def test_grpc_requests_are_marked_as_their_last_message(handler: SlowFastHandler, model_dir: Path) -> None:
+    # As TorchServe 0.12 hands a gRPC request to the handler: no transport headers, no url_path.
+    video = encode(moving_frames(75, 120, 160), fps=25)
+    context = MockContext(model_dir, [{"data": {"content-type": ""}}, {"url_path": "", "Host": "127.0.0.1"}])
+    responses = handler.handle([{"data": bytearray(video)}, {"data": bytearray(video)}], context)
+    assert [len(r["predictions"]) for r in responses] == [5, 5]
+    assert context.response_headers == {0: {"ts_stream_next": "false"}}
 
 
 def test_all_bad_batch_runs_no_forward(handler: SlowFastHandler, model_dir: Path) -> None:
