@@ -1,9 +1,10 @@
 # Entry points. Every target does its own set-up: `.venv` is created and the pinned stack installed
 # (scripts/install.sh, the same script CI and the Dockerfile use) whenever the requirements change.
 #
-#   make serve [MODEL=slowfast_r50] [CHECKPOINT=path.pyth] [LABELS=labels.json] [NAME=name] [RANDOM_INIT=1]
+#   make serve [MODEL=slowfast_r50] [CHECKPOINT=path.pyth] [LABELS=labels.json] [NAME=name] [RANDOM_INIT=1] [MODEL_API=1]
 #              [LIMITS="max_decode_seconds=10 max_window_mb=256"] [INFERENCE="precision=bf16 decode_workers=2"]
 #   make stop
+#   make models          describe the served models (workers, batching); make scale NAME=... WORKERS=2
 #   make test            the whole suite (unit, parity, TorchServe integration) plus lint
 #   make archive MODEL=... CHECKPOINT=...|RANDOM_INIT=1
 #   make download MODEL=...
@@ -24,6 +25,8 @@ NAME ?=
 RANDOM_INIT ?=
 LIMITS ?=
 INFERENCE ?=
+MODEL_API ?=
+WORKERS ?= 1
 PYTEST_ARGS ?=
 
 weights_args = $(if $(filter 1 yes true,$(RANDOM_INIT)),--random-init,$(if $(CHECKPOINT),--checkpoint $(CHECKPOINT)))
@@ -32,7 +35,7 @@ model_args = --model $(MODEL) $(weights_args) $(if $(LABELS),--labels $(LABELS))
 
 DEMO_DATA ?= data/motion
 
-.PHONY: setup serve stop status archive download train-demo bench bench-stages test lint clean
+.PHONY: setup serve models scale stop status archive download train-demo bench bench-stages test lint clean
 
 setup: $(STAMP)
 
@@ -41,7 +44,13 @@ $(STAMP): requirements.txt requirements-dev.txt scripts/install.sh
 	touch $@
 
 serve: $(STAMP)
-	$(PY) scripts/serve.py start $(model_args)
+	$(PY) scripts/serve.py start $(model_args) $(if $(filter 1 yes true,$(MODEL_API)),--enable-model-api)
+
+models: $(STAMP)
+	$(PY) scripts/manage.py describe
+
+scale: $(STAMP)
+	$(PY) scripts/manage.py scale $(or $(NAME),$(MODEL)) --workers $(WORKERS)
 
 stop: $(STAMP)
 	$(PY) scripts/serve.py stop

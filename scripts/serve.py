@@ -94,7 +94,7 @@ def start(args: argparse.Namespace) -> None:
     ensure_archive(
         args.model, args.checkpoint, args.labels, name, args.model_store, args.random_init, limits, inference
     )
-    server.start({name: f"{name}.mar"})
+    server.start({name: f"{name}.mar"}, overrides={"enable_model_api": "true"} if args.enable_model_api else None)
     print(f"TorchServe started (pid {server.pid()}), loading {name} ...", flush=True)
     try:
         server.wait_ready(name, timeout=args.timeout)
@@ -166,6 +166,11 @@ def main(argv: list[str] | None = None) -> int:
     start_parser.add_argument("--name", help="served model name (default: the model name)")
     add_setting_arguments(start_parser)
     start_parser.add_argument("--timeout", type=float, default=600, help="seconds to wait for the model (default: 600)")
+    start_parser.add_argument(
+        "--enable-model-api",
+        action="store_true",
+        help="allow registering/unregistering archives of the model store over the management API (SECURITY.md)",
+    )
     start_parser.set_defaults(func=start)
     commands.add_parser("stop", help="stop TorchServe").set_defaults(func=stop)
     commands.add_parser("status", help="is TorchServe running?").set_defaults(func=status)

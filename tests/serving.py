@@ -11,14 +11,15 @@ from torchserve_ctl import TorchServe, free_port_overrides
 
 
 @contextlib.contextmanager
-def running_torchserve(mar: Path, directory: Path) -> Iterator[TorchServe]:
+def running_torchserve(mar: Path, directory: Path, overrides: dict[str, str] | None = None) -> Iterator[TorchServe]:
     """A real TorchServe with the repository's config.properties on free loopback ports, serving ``mar``.
 
     ``directory`` holds the instance's runtime files; keep its path short (the worker's Unix socket lives there).
+    ``overrides`` replace config properties (e.g. ``{"enable_model_api": "true"}``).
     """
     instance = TorchServe(directory, mar.parent)
     name = mar.stem
-    instance.start({name: mar.name}, overrides=free_port_overrides())
+    instance.start({name: mar.name}, overrides={**free_port_overrides(), **(overrides or {})})
     try:
         instance.wait_ready(name, timeout=300)
         yield instance
