@@ -85,7 +85,7 @@ def prepare_rows(model: str, workloads: list[str], repeats: int, start_sec: floa
             tutorial_s, theirs = timed(lambda: tutorial_inputs(path, spec, start_sec), repeats)  # noqa: B023
             latency_s, prepared = timed(lambda: classifier.prepare(request), repeats)  # noqa: B023
             batch_s, _ = timed(lambda: classifier.prepare_all([request] * parallel), repeats)  # noqa: B023
-            inputs = model_inputs(prepared.tensor[None], spec.clip.alpha)
+            inputs = model_inputs(prepared.clips, spec.clip.alpha)
             ours = inputs if isinstance(inputs, list) else [inputs]
             rows.append(
                 {
@@ -136,7 +136,7 @@ def agreement(clips: int, precision: str = "bf16") -> dict:
     videos = soak_videos(clips, seed=31337)  # every class, codec and container of the generator
     same, gaps = 0, []
     for video in videos:
-        clip = exact.prepare(VideoRequest(video=video, top_k=1, start_sec=0.0)).tensor[None]
+        clip = exact.prepare(VideoRequest(video=video, top_k=1, start_sec=0.0)).clips
         a, b = exact.probabilities(clip)[0], reduced.probabilities(clip)[0]
         same += int(a.argmax() == b.argmax())
         gaps.append(float((a - b).abs().max()))

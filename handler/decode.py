@@ -24,7 +24,7 @@ from __future__ import annotations
 import io
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import av
@@ -189,8 +189,26 @@ def decode_clip(
         RequestError: 400 when the bytes are not a readable video, hold no video stream, use a codec this build
             cannot decode, fail to decode, or have no frame inside the window; 413 when a limit is exceeded.
     """
+    (clip,) = decode_clips(data, [(start_sec, end_sec)], num_samples=num_samples, limits=limits, threads=threads)
+    return clip
+
+
+def decode_clips(
+    data: bytes,
+    windows: Sequence[tuple[float, float]],
+    *,
+    num_samples: int,
+    limits: DecodeLimits | None = None,
+    threads: int = 0,
+) -> list[DecodedClip]:
+    """:func:`decode_clip` of several ``(start_sec, end_sec)`` windows of one video, in order; the limits count
+    the work of all of them together (one request)."""
     budget = _Budget(limits or DecodeLimits(), threads)
-    with _open(data, threads) as container:
+    return [_decode_window(data, start, end, num_samples, budget) for start, end in windows]
+
+
+def _decode_window(data: bytes, start_sec: float, end_sec: float, num_samples: int, budget: _Budget) -> DecodedClip:
+    with _open(data, budget.threads) as container:
         stream = container.streams.video[0]
         info = _video_info(container, stream)
         budget.check_size(info.width, info.height)  # before decoding: the header already says
@@ -237,6 +255,24 @@ def probe(data: bytes) -> VideoInfo:
     """
     with _open(data) as container:
         return _video_info(container, container.streams.video[0])
+
+
+def video_duration(data: bytes) -> float:
+    """Seconds from the video stream's start to the end of its last frame: the container's figure, or, when it
+    has none (some streamed mkv/webm), the end of the last packet found by demuxing (no decoding).
+
+    Raises:
+        RequestError: 400 as :func:`probe`, or ``NoFrames`` when the stream holds no timed packet.
+    """
+    info = probe(data)
+    if info.duration_sec:
+        return info.duration_sec
+    with _open(data) as container:
+        stream = container.streams.video[0]
+        ends = [p.pts + (p.duration or 0) for p in container.demux(stream) if p.pts is not None]
+    if not ends:
+        raise bad_request("NoFrames", "the video stream has no timed frame; check that the file plays")
+    return _seconds(stream, max(ends))
 
 
 def _open(data: bytes, threads: int = 0) -> av.container.InputContainer:

@@ -27,7 +27,7 @@ from typing import Any, Literal
 
 import torch
 
-from handler.decode import DecodeLimits, VideoInfo, decode_model_clip
+from handler.decode import DecodeLimits, VideoInfo, decode_clips, video_duration
 from handler.errors import RequestError
 from handler.models import ModelSpec, fold_batch_norms, load_model
 from handler.request import VideoRequest
@@ -51,7 +51,9 @@ class InferenceOptions:
         fold_batchnorm: fold each batch norm into the convolution before it (same results to float rounding).
         compile: ``torch.compile`` the network at load (slow start: minutes on CPU; needs a C++ compiler there).
         warmup: run one forward at load, so the first request does not pay for lazy initialisation.
-        decode_workers: clips of a batch prepared at once (threads); 0 = one per CPU core the worker may use.
+        decode_workers: requests of a batch prepared at once (threads); 0 = one per CPU core the worker may use.
+        max_clips_per_forward: clips (views) in one forward; a batch with more (multi-view requests) runs
+            several, and requests share them.
     """
 
     precision: Precision = "fp32"
@@ -60,6 +62,7 @@ class InferenceOptions:
     compile: bool = False
     warmup: bool = True
     decode_workers: int = 0
+    max_clips_per_forward: int = 8
 
     def __post_init__(self) -> None:
         if self.precision not in ("fp32", *_AUTOCAST):
@@ -67,8 +70,10 @@ class InferenceOptions:
         for name in ("channels_last", "fold_batchnorm", "compile", "warmup"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
-        if not isinstance(self.decode_workers, int) or isinstance(self.decode_workers, bool) or self.decode_workers < 0:
-            raise ValueError(f"decode_workers must be an integer >= 0, got {self.decode_workers!r}")
+        for name, least in (("decode_workers", 0), ("max_clips_per_forward", 1)):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < least:
+                raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
 
 
 def cpu_count() -> int:
@@ -86,20 +91,29 @@ def select_device(gpu_id: int | None) -> torch.device:
     return torch.device("cpu")
 
 
+def view_starts(duration_sec: float, clip_sec: float, start_sec: float, clips: int) -> list[float]:
+    """Starts of ``clips`` temporal views: PyTorchVideo's test protocol (``ConstantClipsPerVideoSampler``),
+    ``start + k * max(duration - start - clip, 0) / clips`` for k = 0 .. clips - 1 (the last view stops short of
+    the end, as there). One view is the clip at ``start_sec`` itself."""
+    span = max(duration_sec - start_sec - clip_sec, 0.0)
+    return [start_sec + k * span / clips for k in range(clips)]
+
+
 @dataclass
 class PreparedClip:
-    """One clip ready for the model.
+    """The views of one request, ready for the model.
 
     Attributes:
-        tensor: ``(3, T, S, S)`` float32, normalised, on the model's device.
-        start_sec, end_sec, source_frames, info, rotation: the decoded clip's window and metadata (its frames
-            are not kept: they are no longer needed once the tensor exists).
+        clips: ``(V, 3, T, S, S)`` float32, normalised, on the model's device: every temporal view's crops, in
+            order (view 0's crops first).
+        windows: ``[start_sec, end_sec)`` of each temporal view.
+        source_frames, info, rotation: the first view's decoded frame count and the video's metadata (the
+            frames are not kept: they are no longer needed once the tensors exist).
         decode_ms, preprocess_ms: wall-clock time of the two stages (preprocess includes the copy to the device).
     """
 
-    tensor: torch.Tensor
-    start_sec: float
-    end_sec: float
+    clips: torch.Tensor
+    windows: list[tuple[float, float]]
     source_frames: int
     info: VideoInfo
     rotation: int
@@ -178,26 +192,36 @@ class VideoClassifier:
         logger.info("warm-up forward on %s: %.0f ms", self.device, (time.perf_counter() - started) * 1000)
 
     def prepare(self, request: VideoRequest, threads: int = 0) -> PreparedClip:
-        """Decodes the request's clip (with ``threads`` decoder threads, 0 = FFmpeg's choice) and preprocesses
-        it: the crop's pixels are gathered on the CPU and interpolated on the model's device.
+        """Decodes the request's temporal views (with ``threads`` decoder threads, 0 = FFmpeg's choice) and
+        preprocesses each view's crops: the crop's pixels are gathered on the CPU and interpolated on the model's
+        device.
 
         Raises:
             RequestError: for bad input.
         """
         clip = self.spec.clip
+        temporal, spatial = request.views
         started = time.perf_counter()
-        decoded = decode_model_clip(request.video, clip, request.start_sec, self.limits, threads)
+        starts = [request.start_sec]
+        if temporal > 1:
+            starts = view_starts(video_duration(request.video), clip.duration_sec, request.start_sec, temporal)
+        windows = [(start, start + clip.duration_sec) for start in starts]
+        decoded = decode_clips(request.video, windows, num_samples=clip.num_frames, limits=self.limits, threads=threads)
         decoded_at = time.perf_counter()
-        plan = plan_for(decoded.frames, clip)
-        gathered = gather_frames(decoded.frames, plan, pin_memory=self.device.type == "cuda")
-        tensor = finish(gathered.to(self.device, non_blocking=True), plan, clip)
+        crops = [None] if spatial == 1 else [0, 1, 2]  # None: the tutorial's center crop
+        tensors = []
+        for view in decoded:
+            for crop in crops:
+                plan = plan_for(view.frames, clip, spatial_view=crop)
+                gathered = gather_frames(view.frames, plan, pin_memory=self.device.type == "cuda")
+                tensors.append(finish(gathered.to(self.device, non_blocking=True), plan, clip))
+        first = decoded[0]
         return PreparedClip(
-            tensor=tensor,
-            start_sec=decoded.start_sec,
-            end_sec=decoded.end_sec,
-            source_frames=decoded.source_frames,
-            info=decoded.info,
-            rotation=decoded.rotation,
+            clips=torch.stack(tensors),
+            windows=windows,
+            source_frames=first.source_frames,
+            info=first.info,
+            rotation=first.rotation,
             decode_ms=(decoded_at - started) * 1000,
             preprocess_ms=(time.perf_counter() - decoded_at) * 1000,
         )
@@ -246,7 +270,8 @@ class VideoClassifier:
         """Runs a batch: one result per request, in order.
 
         An item that is already a :class:`RequestError` (it failed parsing), or fails decoding, stays an error in
-        its slot; all other clips go through one forward together.
+        its slot. The clips of all other requests (one per view) go through the model together, at most
+        ``max_clips_per_forward`` per forward; a request's answer averages its views' probabilities.
         """
         results: list[Any] = list(requests)  # errors stay in place; requests are replaced by responses
         slots = [i for i, request in enumerate(requests) if isinstance(request, VideoRequest)]
@@ -258,10 +283,13 @@ class VideoClassifier:
                 prepared[i] = outcome
         if prepared:
             started = time.perf_counter()
-            probs = self.probabilities(torch.stack([clip.tensor for clip in prepared.values()]))
+            clips = torch.cat([p.clips for p in prepared.values()])
+            step = self.options.max_clips_per_forward
+            probs = torch.cat([self.probabilities(clips[i : i + step]) for i in range(0, len(clips), step)])
             inference_ms = (time.perf_counter() - started) * 1000
-            for row, (i, clip) in enumerate(prepared.items()):
-                results[i] = self._response(probs[row], requests[i], clip, len(requests), inference_ms)
+            per_request = probs.split([len(p.clips) for p in prepared.values()])
+            for (i, clip), views in zip(prepared.items(), per_request, strict=True):
+                results[i] = self._response(views.mean(dim=0), requests[i], clip, len(requests), inference_ms)
         return results
 
     def _response(
@@ -277,10 +305,15 @@ class VideoClassifier:
                 for s, i in zip(scores.tolist(), ids.tolist(), strict=True)
             ],
             "clip": {
-                "start_sec": round(clip.start_sec, 3),
-                "end_sec": round(clip.end_sec, 3),
+                "start_sec": round(clip.windows[0][0], 3),
+                "end_sec": round(clip.windows[0][1], 3),
                 "frames": self.spec.clip.num_frames,
                 "source_frames": clip.source_frames,
+            },
+            "views": {
+                "clips": request.views[0],
+                "crops": request.views[1],
+                "windows": [[round(start, 3), round(end, 3)] for start, end in clip.windows],
             },
             "video": {
                 "width": info.width,

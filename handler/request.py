@@ -9,6 +9,7 @@ headers. Every option has one entry in :data:`OPTIONS`; a form field wins over i
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +18,8 @@ from handler.errors import RequestError, bad_request
 
 VIDEO_FIELDS = ("data", "body")
 DEFAULT_TOP_K = 5
+MAX_VIEWS = 30  # clips per request: 10 x 3 is the published Kinetics protocol
+SPATIAL_CROPS = (1, 3)
 
 
 @dataclass(frozen=True)
@@ -27,14 +30,21 @@ class VideoRequest:
         video: the encoded video file.
         top_k: how many classes to return, 1..num_classes.
         start_sec: clip start, seconds from the start of the video stream, >= 0.
+        views: ``(clips, crops)``: temporal clips spread from ``start_sec`` to the end of the video, times
+            spatial crops (1: the center crop; 3: both ends and the center of the long side); the answer
+            averages their probabilities. ``(1, 1)`` is the tutorial's single clip at ``start_sec``.
     """
 
     video: bytes
     top_k: int
     start_sec: float
+    views: tuple[int, int] = (1, 1)
 
     def __repr__(self) -> str:
-        return f"VideoRequest(video=<{len(self.video)} bytes>, top_k={self.top_k}, start_sec={self.start_sec})"
+        return (
+            f"VideoRequest(video=<{len(self.video)} bytes>, top_k={self.top_k}, start_sec={self.start_sec}, "
+            f"views={format_views(self.views)})"
+        )
 
 
 @dataclass(frozen=True)
@@ -43,6 +53,7 @@ class Limits:
 
     num_classes: int
     default_top_k: int = DEFAULT_TOP_K
+    default_views: tuple[int, int] = (1, 1)
 
 
 @dataclass(frozen=True)
@@ -76,9 +87,37 @@ def _parse_start_sec(text: str, limits: Limits) -> float:
     return value
 
 
+def parse_views(text: str) -> tuple[int, int]:
+    """``"10x3"`` -> ``(10, 3)``: clips x crops, crops 1 or 3, at most :data:`MAX_VIEWS` in all.
+
+    Raises:
+        RequestError: 400 ``InvalidOption`` for anything else.
+    """
+    match = re.fullmatch(r"(\d{1,3})x(\d)", text.strip().lower())
+    clips, crops = (int(match[1]), int(match[2])) if match else (0, 0)
+    if clips < 1 or crops not in SPATIAL_CROPS or clips * crops > MAX_VIEWS:
+        raise bad_request(
+            "InvalidOption",
+            f"views must be CLIPSxCROPS with CROPS 1 or 3 and at most {MAX_VIEWS} views in all (e.g. 1x1, 10x1, "
+            f"10x3), got {text!r}",
+        )
+    return clips, crops
+
+
+def format_views(views: tuple[int, int]) -> str:
+    return f"{views[0]}x{views[1]}"
+
+
 OPTIONS: tuple[Option, ...] = (
     Option("top_k", "X-Top-K", _parse_top_k, lambda limits: limits.default_top_k, "number of classes to return"),
     Option("start_sec", "X-Start-Sec", _parse_start_sec, lambda limits: 0.0, "clip start, seconds from the start"),
+    Option(
+        "views",
+        "X-Views",
+        lambda text, limits: parse_views(text),
+        lambda limits: limits.default_views,
+        "clips x crops averaged, e.g. 10x3",
+    ),
 )
 
 

@@ -6,6 +6,7 @@ Example (written by ``scripts/build_archive.py``)::
       model: slowfast_r50        # registry name: architecture, clip spec, label set
       labels: labels.json        # class names shipped in the archive
       top_k: 5                   # default number of classes per response
+      views: 1x1                 # default views per request (clips x crops, averaged), e.g. 10x3
       limits:                    # per-request decoding bounds (handler.decode.DecodeLimits; defaults if absent)
         max_frame_pixels: 9437184
         max_decoded_frames: 3000
@@ -30,8 +31,9 @@ from pathlib import Path
 from typing import Any
 
 from handler.decode import DecodeLimits
+from handler.errors import RequestError
 from handler.pipeline import InferenceOptions
-from handler.request import DEFAULT_TOP_K
+from handler.request import DEFAULT_TOP_K, parse_views
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,7 @@ class HandlerSettings:
         checkpoint: path of the checkpoint file.
         labels: path of the label file.
         top_k: default number of classes returned per request.
+        views: default views per request, ``CLIPSxCROPS`` (``handler.request.parse_views``).
         limits: per-request decoding bounds.
         inference: precision, memory format, compilation, warm-up, preparation threads.
     """
@@ -51,6 +54,7 @@ class HandlerSettings:
     checkpoint: Path
     labels: Path
     top_k: int = DEFAULT_TOP_K
+    views: str = "1x1"
     limits: DecodeLimits = field(default_factory=DecodeLimits)
     inference: InferenceOptions = field(default_factory=InferenceOptions)
 
@@ -64,7 +68,7 @@ class HandlerSettings:
             ValueError: naming the missing, unknown or invalid key and what is expected.
         """
         section = dict(section or {})
-        allowed = {"model", "labels", "top_k", "limits", "inference"}
+        allowed = {"model", "labels", "top_k", "views", "limits", "inference"}
         unknown = sorted(set(section) - allowed)
         if unknown:
             raise ValueError(f"model-config.yaml handler: unknown key(s) {unknown}; allowed: {sorted(allowed)}")
@@ -75,12 +79,18 @@ class HandlerSettings:
         top_k = section.get("top_k", cls.top_k)
         if not isinstance(top_k, int) or top_k < 1:
             raise ValueError(f"model-config.yaml handler: top_k must be a positive integer, got {top_k!r}")
+        views = str(section.get("views", cls.views))
+        try:
+            parse_views(views)
+        except RequestError as e:
+            raise ValueError(f"model-config.yaml handler: {e.message}") from None
         model_dir = Path(model_dir)
         return cls(
             model=section["model"],
             checkpoint=model_dir / serialized_file,
             labels=model_dir / section.get("labels", "labels.json"),
             top_k=top_k,
+            views=views,
             limits=decode_limits(section.get("limits")),
             inference=inference_options(section.get("inference")),
         )

@@ -68,6 +68,21 @@ def center_crop_offsets(height: int, width: int, crop_size: int) -> tuple[int, i
     return int(round((height - crop_size) / 2.0)), int(round((width - crop_size) / 2.0))
 
 
+def uniform_crop_offsets(height: int, width: int, crop_size: int, index: int) -> tuple[int, int]:
+    """``(top, left)`` of spatial view ``index`` (0, 1, 2) of PyTorchVideo's ``uniform_crop``, the multi-view
+    test protocol: the start, the middle (rounded up) and the end of the long side, centered on the short one.
+    """
+    if height < crop_size or width < crop_size:
+        raise ValueError(f"frame {height}x{width} is smaller than the crop {crop_size}")
+    top, left = math.ceil((height - crop_size) / 2), math.ceil((width - crop_size) / 2)
+    if index not in (0, 1, 2):
+        raise ValueError(f"spatial view index must be 0, 1 or 2, got {index}")
+    end = {0: 0, 1: None, 2: (height if height > width else width) - crop_size}[index]
+    if end is not None:
+        top, left = (end, left) if height > width else (top, end)
+    return top, left
+
+
 def bilinear_taps(in_size: int, out_size: int, start: int, count: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Source taps of outputs ``start .. start + count - 1`` of a 1-D bilinear resize from ``in_size`` to
     ``out_size`` (``align_corners=False``, no antialias), computed in float32 as ATen's kernel computes them.
@@ -119,13 +134,18 @@ class ResizeCrop:
         *,
         side_size: int | None = None,
         crop_position: tuple[float, float] | None = None,
+        spatial_view: int | None = None,
     ) -> ResizeCrop:
         """The plan for ``height x width`` frames: short side to ``side_size`` (default ``clip.side_size``), then
-        a ``clip.crop_size`` crop, centered or at ``crop_position`` (``(y, x)`` in [0, 1], 0 = top/left edge).
+        a ``clip.crop_size`` crop: the tutorial's center crop, or at ``crop_position`` (``(y, x)`` in [0, 1],
+        0 = top/left edge), or spatial view ``spatial_view`` of the multi-view protocol
+        (:func:`uniform_crop_offsets`).
         """
         new_h, new_w = short_side_size(height, width, side_size or clip.side_size)
         size = clip.crop_size
-        if crop_position is None:
+        if spatial_view is not None:
+            top, left = uniform_crop_offsets(new_h, new_w, size, spatial_view)
+        elif crop_position is None:
             top, left = center_crop_offsets(new_h, new_w, size)
         else:
             top, left = round(crop_position[0] * (new_h - size)), round(crop_position[1] * (new_w - size))
@@ -234,6 +254,7 @@ def plan_for(
     *,
     side_size: int | None = None,
     crop_position: tuple[float, float] | None = None,
+    spatial_view: int | None = None,
 ) -> ResizeCrop:
     """Checks that ``frames`` are ``(H, W, 3)`` uint8 frames of one size and returns their :class:`ResizeCrop`.
 
@@ -246,7 +267,9 @@ def plan_for(
     first = frames[0]
     if len(shapes) != 1 or first.dim() != 3 or first.shape[-1] != 3 or first.dtype != torch.uint8:
         raise ValueError(f"expected (H, W, 3) uint8 frames of one size, got shapes {sorted(shapes)} {first.dtype}")
-    return ResizeCrop.for_frame(first.shape[0], first.shape[1], clip, side_size=side_size, crop_position=crop_position)
+    height, width = first.shape[0], first.shape[1]
+    placement = {"side_size": side_size, "crop_position": crop_position, "spatial_view": spatial_view}
+    return ResizeCrop.for_frame(height, width, clip, **placement)
 
 
 def model_inputs(batch: torch.Tensor, alpha: int | None) -> torch.Tensor | list[torch.Tensor]:

@@ -18,7 +18,7 @@ try:
     from handler.labels import read_labels
     from handler.models import get_spec
     from handler.pipeline import VideoClassifier, select_device
-    from handler.request import Limits, parse_request
+    from handler.request import Limits, parse_request, parse_views
     from handler.settings import HandlerSettings
 except ImportError as e:
     # TorchServe answers an ImportError here by trying its built-in handlers, which hides the real cause.
@@ -47,7 +47,11 @@ class SlowFastHandler:
         self.classifier = VideoClassifier.load(
             get_spec(settings.model), settings.checkpoint, labels, device, settings.limits, settings.inference
         )
-        self.limits = Limits(num_classes=len(labels), default_top_k=min(settings.top_k, len(labels)))
+        self.limits = Limits(
+            num_classes=len(labels),
+            default_top_k=min(settings.top_k, len(labels)),
+            default_views=parse_views(settings.views),
+        )
         logger.info(
             "loaded %s (weights %s, %d classes) on %s, batch size %s, %s, %s",
             settings.model,

@@ -33,10 +33,11 @@ sys.path.insert(0, str(REPO))  # `handler` is a directory of this checkout, not 
 import torch  # noqa: E402
 
 from handler.decode import DecodeLimits  # noqa: E402
+from handler.errors import RequestError  # noqa: E402
 from handler.labels import label_set, read_labels, save_labels  # noqa: E402
 from handler.models import RANDOM_INIT, REGISTRY, get_spec, save_random_checkpoint  # noqa: E402
 from handler.pipeline import InferenceOptions, VideoClassifier  # noqa: E402
-from handler.request import DEFAULT_TOP_K  # noqa: E402
+from handler.request import DEFAULT_TOP_K, parse_views  # noqa: E402
 from handler.settings import HandlerSettings, decode_limits, inference_options  # noqa: E402
 
 DEFAULT_STORE = REPO / "model_store"
@@ -77,6 +78,7 @@ class BuildRecord:
     weights: str
     serving: dict
     top_k: int
+    views: str = "1x1"
     limits: dict = field(default_factory=dict)
     inference: dict = field(default_factory=dict)
     version: str = ""  # the handler package's content hash (handler_version()) inside the archive
@@ -94,19 +96,31 @@ class BuildRecord:
         top_k: int,
         limits: DecodeLimits,
         inference: InferenceOptions,
+        views: str = "1x1",
     ) -> bool:
         """Whether this record was built from these inputs (and the checkpoint file is unchanged since).
 
         ``checkpoint`` is a resolved path or ``"random-init"``; ``labels`` a resolved path or ``""``.
         """
         # The handler code is an input too: an archive holding an older handler package is stale.
-        wanted = (model, checkpoint, labels, serving, top_k, asdict(limits), asdict(inference), handler_version())
+        wanted = (
+            model,
+            checkpoint,
+            labels,
+            serving,
+            top_k,
+            views,
+            asdict(limits),
+            asdict(inference),
+            handler_version(),
+        )
         mine = (
             self.model,
             self.checkpoint,
             self.labels,
             self.serving,
             self.top_k,
+            self.views,
             self.limits,
             self.inference,
             self.version,
@@ -140,6 +154,7 @@ def build_archive(
     top_k: int = DEFAULT_TOP_K,
     limits: DecodeLimits | None = None,
     inference: InferenceOptions | None = None,
+    views: str = "1x1",
 ) -> Path:
     """Validates the inputs and writes ``<model_store>/<name>.mar``; returns its path.
 
@@ -153,10 +168,15 @@ def build_archive(
         top_k: default number of classes per response.
         limits: per-request decoding bounds (default: :class:`DecodeLimits`'s).
         inference: how workers run the model (default: :class:`InferenceOptions`'s).
+        views: default views per request, ``CLIPSxCROPS`` (e.g. ``10x3``).
     """
     spec = get_spec(model)
     limits = limits or DecodeLimits()
     inference = inference or InferenceOptions()
+    try:
+        parse_views(views)
+    except RequestError as e:
+        raise ValueError(e.message) from None
     name = name or model
     serving = serving or ServingConfig()
     model_store.mkdir(parents=True, exist_ok=True)
@@ -176,6 +196,7 @@ def build_archive(
             checkpoint=Path(checkpoint),
             labels=extra / "labels.json",
             top_k=top_k,
+            views=views,
             limits=limits,
             inference=inference,
         )
@@ -195,6 +216,7 @@ def build_archive(
             weights=classifier.weights,
             serving=serving.as_yaml(),
             top_k=top_k,
+            views=views,
             limits=asdict(limits),
             inference=asdict(inference),
             version=handler_version(),
@@ -314,6 +336,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--min-workers", type=int, default=defaults.min_workers, help="minWorkers")
     parser.add_argument("--max-workers", type=int, default=defaults.max_workers, help="maxWorkers")
     parser.add_argument("--response-timeout", type=int, default=defaults.response_timeout_s, help="responseTimeout, s")
+    parser.add_argument("--views", default="1x1", help="default views per request, CLIPSxCROPS (default: 1x1)")
     add_setting_arguments(parser)
     args = parser.parse_args(argv)
     try:
@@ -339,6 +362,7 @@ def main(argv: list[str] | None = None) -> int:
             top_k=args.top_k,
             limits=limits,
             inference=inference,
+            views=args.views,
         )
     except (ValueError, KeyError, OSError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -52,10 +52,10 @@ def find_key_file(explicit: Path | None) -> Path | None:
 
 
 def classify(
-    video: Path, *, url: str, model: str, token: str | None, top_k: int | None, start_sec: float | None, timeout: float
+    video: Path, *, url: str, model: str, token: str | None, options: dict[str, object], timeout: float
 ) -> requests.Response:
-    """POSTs one video to ``{url}/predictions/{model}``; options the user did not set are left to the server."""
-    options = {"top_k": top_k, "start_sec": start_sec}
+    """POSTs one video to ``{url}/predictions/{model}``; options the user did not set (``None``) are left to the
+    server."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     with video.open("rb") as f:
         return requests.post(
@@ -70,19 +70,17 @@ def classify(
 Sender = Callable[[Path], tuple[int, dict]]
 
 
+def _options(args: argparse.Namespace) -> dict[str, object]:
+    return {"top_k": args.top_k, "start_sec": args.start_sec, "views": args.views}
+
+
 def _http_sender(args: argparse.Namespace, token: str | None) -> Sender:
     """``video -> (HTTP status, JSON body)``; raises ``ConnectionError`` when the server is unreachable."""
 
     def send(video: Path) -> tuple[int, dict]:
         try:
             response = classify(
-                video,
-                url=args.url,
-                model=args.model,
-                token=token,
-                top_k=args.top_k,
-                start_sec=args.start_sec,
-                timeout=args.timeout,
+                video, url=args.url, model=args.model, token=token, options=_options(args), timeout=args.timeout
             )
         except requests.ConnectionError as e:
             raise ConnectionError(str(e)) from e
@@ -103,9 +101,8 @@ def _grpc_sender(args: argparse.Namespace, token: str | None) -> Sender:
     kinds = {grpc.StatusCode.PERMISSION_DENIED: (401, "InvalidKeyException"), grpc.StatusCode.NOT_FOUND: (404, "")}
 
     def send(video: Path) -> tuple[int, dict]:
-        options = {"top_k": args.top_k, "start_sec": args.start_sec}
         try:
-            return 200, client.predict(args.model, video.read_bytes(), **options)
+            return 200, client.predict(args.model, video.read_bytes(), **_options(args))
         except PredictionError as e:
             return e.status, {"code": e.status, "type": e.type, "message": e.message}
         except grpc.RpcError as e:
@@ -141,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="slowfast_r50", help="served model name (default: %(default)s)")
     parser.add_argument("--top-k", type=int, help="classes to return (server default: 5)")
     parser.add_argument("--start-sec", type=float, help="clip start in seconds (server default: 0)")
+    parser.add_argument("--views", help="CLIPSxCROPS averaged, e.g. 10x3 (server default: the archive's, 1x1)")
     parser.add_argument("--json", action="store_true", help="print the server's JSON (one line per video)")
     parser.add_argument("--url", default=DEFAULT_URL, help="TorchServe inference address (default: %(default)s)")
     parser.add_argument("--key-file", type=Path, help="TorchServe key_file.json (default: see above)")
@@ -177,7 +175,8 @@ def main(argv: list[str] | None = None) -> int:
                 render(console, video, body)
             continue
         failures += 1
-        errors.print(f"error: {video}: {status} {body.get('type', '')}: {body.get('message', body)}")
+        transport = "gRPC, status" if args.grpc else "HTTP"
+        errors.print(f"error: {video}: {transport} {status} {body.get('type', '')}: {body.get('message', body)}")
         if body.get("type") == "InvalidKeyException":
             errors.print(
                 f"hint: token from {key_file or 'nowhere (no key_file.json found)'}; TorchServe tokens expire after "

@@ -20,7 +20,7 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # torchvision's _transforms_video deprecation notice
     from pytorchvideo.data.encoded_video import EncodedVideo
     from pytorchvideo.transforms import ApplyTransformToKey, ShortSideScale, UniformTemporalSubsample
-    from pytorchvideo.transforms.functional import uniform_temporal_subsample  # noqa: F401 (re-exported)
+    from pytorchvideo.transforms.functional import uniform_crop, uniform_temporal_subsample  # noqa: F401 (re-exported)
     from torchvision.transforms import Compose, Lambda
     from torchvision.transforms._transforms_video import CenterCropVideo, NormalizeVideo
 

@@ -108,3 +108,10 @@ def test_classify_cli_over_grpc(demo_server: TorchServe, video: bytes, tmp_path:
     assert first["predictions"][0]["label"] == "moving right"
     assert second["type"] == "InvalidVideo"
     assert "InvalidVideo" in " ".join(result.stderr.split())  # rich wraps the line
+
+
+def test_views_over_grpc(demo_server: TorchServe, video: bytes) -> None:
+    with _client(demo_server) as client:
+        result = client.predict(MODEL, video, views="4x1")
+    assert len(result["views"]["windows"]) == 4
+    assert result["predictions"][0]["label"] == "moving right"

@@ -80,3 +80,18 @@ def test_a_clip_played_backwards_is_the_opposite_motion(
     backward, _ = make_video(motion, EVAL_SEED + 1, 0, reverse=True)
     assert _classify(demo_server, forward)["predictions"][0]["label"] == motion
     assert _classify(demo_server, backward)["predictions"][0]["label"] == reversed_motion
+
+
+def test_multi_view_request_through_torchserve(demo_server: TorchServe) -> None:
+    video = make_video("rotating counterclockwise", 8080, 3)[0]
+    response = post_video(demo_server, "motion_demo", files={"data": ("v", video)}, data={"views": "10x3"})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert (body["views"]["clips"], body["views"]["crops"]) == (10, 3)
+    starts = [start for start, _ in body["views"]["windows"]]
+    assert starts == sorted(starts)
+    assert starts[-1] > starts[0]
+    assert body["predictions"][0]["label"] == "rotating counterclockwise"
+    bad = post_video(demo_server, "motion_demo", data=video, headers={"Content-Type": "video/mp4", "X-Views": "4x2"})
+    assert bad.status_code == 400
+    assert bad.json()["type"] == "InvalidOption"

@@ -135,7 +135,7 @@ def test_inputs_and_probabilities_equal_tutorial(
     references = []
     for case, request in zip(MODEL_CASES, requests, strict=True):
         expected_inputs = reference.tutorial_inputs(video_files[case.name], clf.spec, case.start_sec)
-        ours = _inputs_of(clf, clf.prepare(request).tensor)
+        ours = _inputs_of(clf, clf.prepare(request).clips[0])
         assert len(ours) == len(expected_inputs)
         for mine, theirs in zip(ours, expected_inputs, strict=True):
             assert mine.shape == theirs.shape

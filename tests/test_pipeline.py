@@ -14,7 +14,7 @@ from torchserve_ctl import REPO
 from handler.errors import RequestError
 from handler.labels import label_set
 from handler.models import get_spec
-from handler.pipeline import InferenceOptions, VideoClassifier
+from handler.pipeline import InferenceOptions, VideoClassifier, view_starts
 from handler.request import VideoRequest
 from handler.settings import inference_options
 from tests.videos import encode, moving_frames
@@ -126,5 +126,55 @@ def test_preparation_interpolates_on_the_models_device() -> None:
         options=InferenceOptions(warmup=False, fold_batchnorm=False, channels_last=False),
     )
     prepared = classifier.prepare(VideoRequest(video=encode(moving_frames(40, 90, 120), fps=20), top_k=1, start_sec=0))
-    assert prepared.tensor.device.type == "meta"
-    assert prepared.tensor.shape == (3, spec.clip.num_frames, spec.clip.crop_size, spec.clip.crop_size)
+    assert prepared.clips.device.type == "meta"
+    assert prepared.clips.shape == (1, 3, spec.clip.num_frames, spec.clip.crop_size, spec.clip.crop_size)
+
+
+def test_view_starts_follow_the_test_protocol() -> None:
+    # PyTorchVideo's ConstantClipsPerVideoSampler: k * (duration - clip) / clips, never reaching the end.
+    assert view_starts(10.0, 2.0, 0.0, 4) == [0.0, 2.0, 4.0, 6.0]
+    assert view_starts(10.0, 2.0, 2.0, 2) == [2.0, 5.0]
+    assert view_starts(1.0, 2.0, 0.0, 3) == [0.0, 0.0, 0.0]  # shorter than a clip: every view is the clip
+    assert view_starts(10.0, 2.0, 4.0, 1) == [4.0]
+
+
+def test_views_average_the_probabilities_of_their_clips() -> None:
+    classifier = _motion_classifier(warmup=False)
+    video = make_video("moving down", 2718, 0)[0]  # 2.5 to 4 s long
+    everything = len(classifier.labels)
+    (multi,) = classifier.classify([VideoRequest(video=video, top_k=everything, start_sec=0.0, views=(3, 1))])
+    windows = multi["views"]["windows"]
+    assert len(windows) == 3
+    assert windows[0][0] == 0.0
+    assert windows[1][0] > 0.0
+    singles = classifier.classify(
+        [VideoRequest(video=video, top_k=everything, start_sec=s, views=(1, 1)) for s, _ in windows]
+    )
+    mean = {label: sum(_score(r, label) for r in singles) / 3 for label in classifier.labels}
+    assert max(abs(_score(multi, label) - mean[label]) for label in classifier.labels) < 1e-5
+
+
+def _score(response: dict, label: str) -> float:
+    return next(p["score"] for p in response["predictions"] if p["label"] == label)
+
+
+def test_clips_of_a_batch_share_forwards_of_at_most_max_clips_per_forward() -> None:
+    video = make_video("growing", 2718, 1)[0]
+    batch = [
+        VideoRequest(video=video, top_k=8, start_sec=0.0, views=(3, 3)),
+        VideoRequest(video=video, top_k=8, start_sec=0.5, views=(1, 1)),
+    ]
+    sizes: list[int] = []
+    small = _motion_classifier(warmup=False, max_clips_per_forward=4)
+    original = small.probabilities
+    small.probabilities = lambda clips: sizes.append(len(clips)) or original(clips)
+    chunked = small.classify(batch)
+    assert sizes == [4, 4, 2]  # 9 views + 1 clip
+    whole = _motion_classifier(warmup=False, max_clips_per_forward=32).classify(batch)
+    for ours, reference in zip(chunked, whole, strict=True):
+        assert max(abs(_score(ours, p["label"]) - p["score"]) for p in reference["predictions"]) < 1e-5
+    assert chunked[0]["views"] == {
+        "clips": 3,
+        "crops": 3,
+        "windows": whole[0]["views"]["windows"],
+    }

@@ -79,3 +79,17 @@ def test_missing_video_explains_content_types() -> None:
 def test_text_or_json_body_is_415(body: object) -> None:
     error = _error({"body": body})
     assert (error.status, error.type) == (415, "UnsupportedMediaType")
+
+
+def test_views_as_field_or_header_and_the_archive_default() -> None:
+    assert parse_request({"data": VIDEO, "views": bytearray(b"10x3")}, {}, LIMITS).views == (10, 3)
+    assert parse_request({"body": VIDEO}, {"X-Views": "5X1"}, LIMITS).views == (5, 1)
+    assert parse_request({"data": VIDEO}, {}, LIMITS).views == (1, 1)
+    assert parse_request({"data": VIDEO}, {}, Limits(num_classes=400, default_views=(4, 3))).views == (4, 3)
+
+
+@pytest.mark.parametrize("value", [b"0x1", b"10x2", b"11x3", b"31x1", b"3", b"x3", b"abc", b"1x1x1"])
+def test_invalid_views(value: bytes) -> None:
+    error = _error({"data": VIDEO, "views": value})
+    assert error.type == "InvalidOption"
+    assert "CLIPSxCROPS" in error.message

@@ -15,6 +15,7 @@ from handler.transforms import (
     finish,
     gather_frames,
     pack_pathways,
+    plan_for,
     preprocess_frames,
     short_side_size,
     uniform_temporal_indices,
@@ -192,3 +193,21 @@ def test_an_unscaled_frame_is_cropped_without_interpolation() -> None:
     frames = torch.randint(0, 256, (4, 256, 456, 3), dtype=torch.uint8)
     expected = (frames[:, :, 100:356].permute(3, 0, 1, 2).float() / 255 - 0.45) / 0.225
     assert (preprocess_frames(frames, clip) - expected).abs().max() <= ROUNDING
+
+
+@pytest.mark.parametrize(("height", "width"), [(720, 1280), (1280, 720), (240, 320), (256, 256), (97, 401)])
+@pytest.mark.parametrize("view", [0, 1, 2])
+def test_spatial_views_are_pytorchvideos_uniform_crop(height: int, width: int, view: int) -> None:
+    # The multi-view protocol: ShortSideScale(256), then uniform_crop(256, view) (its center rounds up).
+    clip = get_spec("slowfast_r50").clip
+    frames = torch.randint(0, 256, (2, height, width, 3), dtype=torch.uint8)
+    video = frames.permute(3, 0, 1, 2).float() / 255
+    scaled = reference.ShortSideScale(256)(video)
+    expected = reference.uniform_crop(scaled, 256, view)
+    ours = preprocess_frames_view(frames, clip, view)
+    assert (ours - (expected - 0.45) / 0.225).abs().max() <= ROUNDING
+
+
+def preprocess_frames_view(frames: torch.Tensor, clip: ClipSpec, view: int) -> torch.Tensor:
+    plan = plan_for(frames, clip, spatial_view=view)
+    return finish(gather_frames(frames, plan), plan, clip)
