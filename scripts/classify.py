@@ -13,6 +13,12 @@ Examples:
     scripts/classify.py a.mp4 b.webm --model slow_r50 --top-k 3 --start-sec 2.5
     scripts/classify.py clip.mp4 --json --url http://127.0.0.1:8080
     scripts/classify.py clip.mp4 --grpc --grpc-address 127.0.0.1:7070
+    scripts/classify.py videos/ --output results.jsonl --concurrency 4     # a folder: progress, resumable
+
+Folder mode (a folder among the arguments, or ``--output``): every video under the folders, at most
+``--concurrency`` requests at a time, one record per video appended to ``--output`` (``.jsonl`` or ``.csv``;
+default ``classifications.jsonl``), videos already classified in that file skipped, failures recorded rather
+than fatal, and a summary table at the end (``scripts/batch.py``).
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ except ImportError:
         os.execv(venv_python, [str(venv_python), __file__, *sys.argv[1:]])
     sys.exit("classify.py needs `requests` and `rich`: run `make setup`, or `pip install requests rich`")
 
+import batch  # noqa: E402
 from torchserve_ctl import ServeError, read_token  # noqa: E402
 
 DEFAULT_URL = "http://127.0.0.1:8080"
@@ -134,7 +141,7 @@ def render(console: Console, video: Path, body: dict) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("videos", nargs="+", type=Path, metavar="VIDEO", help="video file(s) to classify")
+    parser.add_argument("videos", nargs="+", type=Path, metavar="VIDEO", help="video files or folders to classify")
     parser.add_argument("--model", default="slowfast_r50", help="served model name (default: %(default)s)")
     parser.add_argument("--top-k", type=int, help="classes to return (server default: 5)")
     parser.add_argument("--start-sec", type=float, help="clip start in seconds (server default: 0)")
@@ -145,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=300, help="seconds per request (default: %(default)s)")
     parser.add_argument("--grpc", action="store_true", help="use TorchServe's gRPC inference API instead of HTTP")
     parser.add_argument("--grpc-address", default=DEFAULT_GRPC, help="gRPC inference address (default: %(default)s)")
+    parser.add_argument("--output", type=Path, help="folder mode: records file, .jsonl or .csv (resumable)")
+    parser.add_argument("--concurrency", type=int, default=4, help="folder mode: requests at a time (default: 4)")
     args = parser.parse_args(argv)
 
     console = Console()
@@ -157,6 +166,16 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     send = _grpc_sender(args, token) if args.grpc else _http_sender(args, token)
     where = args.grpc_address if args.grpc else args.url
+    if args.output or any(video.is_dir() for video in args.videos):
+        output = args.output or Path("classifications.jsonl")
+        try:
+            summary = batch.run(batch.expand(args.videos), send, output, max(1, args.concurrency), errors)
+        except ConnectionError:
+            errors.print(f"error: cannot reach TorchServe at {where}; is it running? (make serve)")
+            return 1
+        console.print(summary.table())
+        console.print(f"records: {output}")
+        return 1 if summary.failed else 0
     failures = 0
     for video in args.videos:
         if not video.is_file():
