@@ -48,12 +48,14 @@ class DecodeLimits:
         max_decode_seconds: wall-clock seconds of decoding per request.
         max_window_mb: memory for the window's decoded frames held at once (YUV, about 1.5 bytes per pixel);
             beyond it the window is decoded twice instead of held (same frames, more time).
+        max_timeline_windows: windows of one ``mode=timeline`` request.
     """
 
     max_frame_pixels: int = 4096 * 2304
     max_decoded_frames: int = 3000
     max_decode_seconds: float = 20.0
     max_window_mb: int = 512
+    max_timeline_windows: int = 120
 
     def __post_init__(self) -> None:
         for name, value in vars(self).items():

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import time
 from collections.abc import Sequence
@@ -97,6 +98,14 @@ def view_starts(duration_sec: float, clip_sec: float, start_sec: float, clips: i
     the end, as there). One view is the clip at ``start_sec`` itself."""
     span = max(duration_sec - start_sec - clip_sec, 0.0)
     return [start_sec + k * span / clips for k in range(clips)]
+
+
+def timeline_starts(duration_sec: float, start_sec: float, stride_sec: float) -> list[float]:
+    """Starts of ``mode=timeline`` windows: every ``stride_sec`` from ``start_sec`` while a window can still hold a
+    frame (it starts at least 50 ms before the end). A ``start_sec`` past the end gives ``[start_sec]``, whose
+    decoding then says how long the video is."""
+    count = max(1, math.ceil((duration_sec - 0.05 - start_sec) / stride_sec))
+    return [start_sec + k * stride_sec for k in range(count)]
 
 
 @dataclass
@@ -203,7 +212,18 @@ class VideoClassifier:
         temporal, spatial = request.views
         started = time.perf_counter()
         starts = [request.start_sec]
-        if temporal > 1:
+        if request.mode == "timeline":
+            stride = request.stride_sec or clip.duration_sec
+            starts = timeline_starts(video_duration(request.video), request.start_sec, stride)
+            if len(starts) > self.limits.max_timeline_windows:
+                raise RequestError(
+                    413,
+                    "TimelineTooLong",
+                    f"the timeline needs {len(starts)} windows of {stride:g} s; this service classifies at most "
+                    f"{self.limits.max_timeline_windows} per request: use a larger stride_sec, or send the video in "
+                    "parts (start_sec)",
+                )
+        elif temporal > 1:
             starts = view_starts(video_duration(request.video), clip.duration_sec, request.start_sec, temporal)
         windows = [(start, start + clip.duration_sec) for start in starts]
         decoded = decode_clips(request.video, windows, num_samples=clip.num_frames, limits=self.limits, threads=threads)
@@ -289,21 +309,55 @@ class VideoClassifier:
             inference_ms = (time.perf_counter() - started) * 1000
             per_request = probs.split([len(p.clips) for p in prepared.values()])
             for (i, clip), views in zip(prepared.items(), per_request, strict=True):
-                results[i] = self._response(views.mean(dim=0), requests[i], clip, len(requests), inference_ms)
+                results[i] = self._response(views, requests[i], clip, len(requests), inference_ms)
         return results
 
+    def _top(self, probs: torch.Tensor, k: int) -> list[dict[str, Any]]:
+        scores, ids = probs.topk(k)
+        return [
+            {"label": self.labels[i], "class_id": i, "score": s}
+            for s, i in zip(scores.tolist(), ids.tolist(), strict=True)
+        ]
+
+    def _timeline(self, views: torch.Tensor, request: VideoRequest, clip: PreparedClip) -> dict[str, Any]:
+        """Per-window answers and the runs of windows that agree on their top class, merged into intervals
+        (each window stands for ``[start, start + stride)``, the last one ending with the video)."""
+        stride = request.stride_sec or self.spec.clip.duration_sec
+        end_of_video = clip.info.duration_sec
+        segments, intervals = [], []
+        for (start, end), probs in zip(clip.windows, views, strict=True):
+            top = self._top(probs, request.top_k)
+            segments.append({"start_sec": round(start, 3), "end_sec": round(end, 3), "predictions": top})
+            until = start + stride if end_of_video is None else min(start + stride, end_of_video)
+            if intervals and intervals[-1]["label"] == top[0]["label"]:
+                intervals[-1]["end_sec"] = round(until, 3)
+                intervals[-1]["scores"].append(top[0]["score"])
+            else:
+                intervals.append(
+                    {
+                        "label": top[0]["label"],
+                        "start_sec": round(start, 3),
+                        "end_sec": round(until, 3),
+                        "scores": [top[0]["score"]],
+                    }
+                )
+        for interval in intervals:
+            scores = interval.pop("scores")
+            interval["mean_score"] = sum(scores) / len(scores)
+        return {"stride_sec": stride, "segments": segments, "intervals": intervals}
+
     def _response(
-        self, probs: torch.Tensor, request: VideoRequest, clip: PreparedClip, batch_size: int, inference_ms: float
+        self, views: torch.Tensor, request: VideoRequest, clip: PreparedClip, batch_size: int, inference_ms: float
     ) -> dict[str, Any]:
-        scores, ids = probs.topk(request.top_k)
+        """The JSON answer; ``views`` holds one probability row per clip of the request (averaged for the
+        top-level predictions)."""
         info = clip.info
+        extra = {"timeline": self._timeline(views, request, clip)} if request.mode == "timeline" else {}
         return {
             "model": self.spec.name,
             "weights": self.weights,
-            "predictions": [
-                {"label": self.labels[i], "class_id": i, "score": s}
-                for s, i in zip(scores.tolist(), ids.tolist(), strict=True)
-            ],
+            "predictions": self._top(views.mean(dim=0), request.top_k),
+            **extra,
             "clip": {
                 "start_sec": round(clip.windows[0][0], 3),
                 "end_sec": round(clip.windows[0][1], 3),

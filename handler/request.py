@@ -33,17 +33,22 @@ class VideoRequest:
         views: ``(clips, crops)``: temporal clips spread from ``start_sec`` to the end of the video, times
             spatial crops (1: the center crop; 3: both ends and the center of the long side); the answer
             averages their probabilities. ``(1, 1)`` is the tutorial's single clip at ``start_sec``.
+        mode: ``"clip"`` (the views above) or ``"timeline"``: one clip every ``stride_sec`` from ``start_sec``
+            to the end, each classified on its own (center crop).
+        stride_sec: seconds between timeline windows (``None``: one clip duration, windows side by side).
     """
 
     video: bytes
     top_k: int
     start_sec: float
     views: tuple[int, int] = (1, 1)
+    mode: str = "clip"
+    stride_sec: float | None = None
 
     def __repr__(self) -> str:
         return (
             f"VideoRequest(video=<{len(self.video)} bytes>, top_k={self.top_k}, start_sec={self.start_sec}, "
-            f"views={format_views(self.views)})"
+            f"views={format_views(self.views)}, mode={self.mode}, stride_sec={self.stride_sec})"
         )
 
 
@@ -104,6 +109,25 @@ def parse_views(text: str) -> tuple[int, int]:
     return clips, crops
 
 
+MODES = ("clip", "timeline")
+
+
+def _parse_mode(text: str, limits: Limits) -> str:
+    if text.lower() not in MODES:
+        raise bad_request("InvalidOption", f"mode must be one of {', '.join(MODES)}, got {text!r}")
+    return text.lower()
+
+
+def _parse_stride_sec(text: str, limits: Limits) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 0.1:
+        raise bad_request("InvalidOption", f"stride_sec must be a number of seconds >= 0.1, got {text!r}")
+    return value
+
+
 def format_views(views: tuple[int, int]) -> str:
     return f"{views[0]}x{views[1]}"
 
@@ -118,6 +142,8 @@ OPTIONS: tuple[Option, ...] = (
         lambda limits: limits.default_views,
         "clips x crops averaged, e.g. 10x3",
     ),
+    Option("mode", "X-Mode", _parse_mode, lambda limits: "clip", "clip, or timeline: one answer per window"),
+    Option("stride_sec", "X-Stride-Sec", _parse_stride_sec, lambda limits: None, "timeline: seconds between windows"),
 )
 
 
@@ -147,6 +173,8 @@ def parse_request(row: Mapping[str, Any], headers: Mapping[str, str], limits: Li
         if raw is None:
             raw = lowered.get(option.header.lower())
         values[option.name] = option.default(limits) if raw is None else option.parse(_text(raw, option.name), limits)
+    if values["mode"] == "timeline" and values["views"] != (1, 1):
+        raise bad_request("InvalidOption", "views apply to mode=clip; a timeline classifies one center crop per window")
     return VideoRequest(video=video, **values)
 
 

@@ -12,6 +12,7 @@ Example (written by ``scripts/build_archive.py``)::
         max_decoded_frames: 3000
         max_decode_seconds: 20.0
         max_window_mb: 512
+        max_timeline_windows: 120
       inference:                 # how the model runs (handler.pipeline.InferenceOptions; defaults if absent)
         precision: fp32
         channels_last: true

@@ -78,7 +78,13 @@ Sender = Callable[[Path], tuple[int, dict]]
 
 
 def _options(args: argparse.Namespace) -> dict[str, object]:
-    return {"top_k": args.top_k, "start_sec": args.start_sec, "views": args.views}
+    return {
+        "top_k": args.top_k,
+        "start_sec": args.start_sec,
+        "views": args.views,
+        "mode": args.mode,
+        "stride_sec": args.stride_sec,
+    }
 
 
 def _http_sender(args: argparse.Namespace, token: str | None) -> Sender:
@@ -133,6 +139,15 @@ def render(console: Console, video: Path, body: dict) -> None:
     for rank, prediction in enumerate(body.get("predictions", []), start=1):
         table.add_row(str(rank), prediction["label"], f"{prediction['score']:.4f}", str(prediction["class_id"]))
     console.print(table)
+    if "timeline" in body:
+        intervals = Table(title=f"timeline (windows every {body['timeline']['stride_sec']:.3g} s)")
+        for column in ("from (s)", "to (s)", "label", "mean score"):
+            intervals.add_column(column)
+        for run in body["timeline"]["intervals"]:
+            intervals.add_row(
+                f"{run['start_sec']:.2f}", f"{run['end_sec']:.2f}", run["label"], f"{run['mean_score']:.3f}"
+            )
+        console.print(intervals)
     if body.get("weights") == "random-init":
         console.print("[yellow]weights: random-init: these predictions are meaningless[/yellow]")
     else:
@@ -146,6 +161,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--top-k", type=int, help="classes to return (server default: 5)")
     parser.add_argument("--start-sec", type=float, help="clip start in seconds (server default: 0)")
     parser.add_argument("--views", help="CLIPSxCROPS averaged, e.g. 10x3 (server default: the archive's, 1x1)")
+    parser.add_argument("--mode", choices=["clip", "timeline"], help="timeline: one answer per window (default: clip)")
+    parser.add_argument("--stride-sec", type=float, help="timeline: seconds between windows (default: a clip)")
     parser.add_argument("--json", action="store_true", help="print the server's JSON (one line per video)")
     parser.add_argument("--url", default=DEFAULT_URL, help="TorchServe inference address (default: %(default)s)")
     parser.add_argument("--key-file", type=Path, help="TorchServe key_file.json (default: see above)")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -95,3 +97,23 @@ def test_multi_view_request_through_torchserve(demo_server: TorchServe) -> None:
     bad = post_video(demo_server, "motion_demo", data=video, headers={"Content-Type": "video/mp4", "X-Views": "4x2"})
     assert bad.status_code == 400
     assert bad.json()["type"] == "InvalidOption"
+
+
+def test_timeline_through_torchserve_and_the_client(demo_server: TorchServe, tmp_path: Path) -> None:
+    from tests.test_pipeline import _there_and_back
+
+    data, _ = _there_and_back()
+    response = post_video(
+        demo_server, "motion_demo", data=data, headers={"Content-Type": "video/mp4", "X-Mode": "timeline"}
+    )
+    assert response.status_code == 200, response.text
+    intervals = response.json()["timeline"]["intervals"]
+    assert [intervals[0]["label"], intervals[-1]["label"]] == ["moving left", "moving right"]
+    video = tmp_path / "there-and-back.mp4"
+    video.write_bytes(data)
+    command = [sys.executable, str(REPO / "scripts" / "classify.py"), str(video), "--model", "motion_demo"]
+    command += ["--url", demo_server.inference_url, "--key-file", str(demo_server.key_file), "--mode", "timeline"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "timeline (windows every" in result.stdout
+    assert "moving right" in result.stdout

@@ -3,14 +3,18 @@ the results (or, for reduced precision, the top class) of the plain fp32 path.""
 
 from __future__ import annotations
 
+import itertools
+import math
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
-from motion_dataset import ENCODINGS, MOTION_CLASSES, make_video
+from motion_dataset import ENCODINGS, MOTION_CLASSES, make_video, render, sample
 from torchserve_ctl import REPO
 
+from handler.decode import DecodeLimits
 from handler.errors import RequestError
 from handler.labels import label_set
 from handler.models import get_spec
@@ -178,3 +182,44 @@ def test_clips_of_a_batch_share_forwards_of_at_most_max_clips_per_forward() -> N
         "crops": 3,
         "windows": whole[0]["views"]["windows"],
     }
+
+
+def _there_and_back(seconds_each: float = 3.0) -> tuple[bytes, float]:
+    """A motion_demo-style video moving left for ``seconds_each`` and then (the same frames backwards) right."""
+    rng = np.random.default_rng([7, 2, 0])
+    video = sample("moving left", rng, encoding=0)
+    frames = render(video, rng)[: int(seconds_each * float(video.fps))]
+    data = encode(np.concatenate([frames, frames[::-1]]), fps=video.fps)
+    return data, 2 * len(frames) / float(video.fps)
+
+
+def test_timeline_segments_and_merged_intervals() -> None:
+    classifier = _motion_classifier(warmup=False)
+    data, duration = _there_and_back()
+    clip_sec = MOTION.clip.duration_sec
+    (answer,) = classifier.classify([VideoRequest(video=data, top_k=2, start_sec=0.0, mode="timeline")])
+    timeline = answer["timeline"]
+    segments = timeline["segments"]
+    assert timeline["stride_sec"] == clip_sec
+    assert len(segments) == math.ceil((duration - 0.05) / clip_sec)
+    assert [s["start_sec"] for s in segments] == [round(k * clip_sec, 3) for k in range(len(segments))]
+    assert all(len(s["predictions"]) == 2 for s in segments)
+    assert segments[0]["predictions"][0]["label"] == "moving left"
+    assert segments[-1]["predictions"][0]["label"] == "moving right"
+    intervals = timeline["intervals"]
+    assert intervals[0]["label"] == "moving left"
+    assert intervals[-1]["label"] == "moving right"
+    assert intervals[0]["start_sec"] == 0.0
+    assert all(a["end_sec"] == b["start_sec"] for a, b in itertools.pairwise(intervals))  # contiguous
+    assert all(a["label"] != b["label"] for a, b in itertools.pairwise(intervals))  # runs are merged
+    assert len(answer["views"]["windows"]) == len(segments)
+
+
+def test_a_timeline_over_the_window_limit_is_refused() -> None:
+    classifier = _motion_classifier(warmup=False)
+    classifier.limits = DecodeLimits(max_timeline_windows=3)
+    data, _ = _there_and_back()
+    (answer,) = classifier.classify([VideoRequest(video=data, top_k=1, start_sec=0.0, mode="timeline", stride_sec=0.5)])
+    assert isinstance(answer, RequestError)
+    assert (answer.status, answer.type) == (413, "TimelineTooLong")
+    assert "stride_sec" in answer.message

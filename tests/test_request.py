@@ -93,3 +93,16 @@ def test_invalid_views(value: bytes) -> None:
     error = _error({"data": VIDEO, "views": value})
     assert error.type == "InvalidOption"
     assert "CLIPSxCROPS" in error.message
+
+
+def test_timeline_options() -> None:
+    request = parse_request(
+        {"data": VIDEO, "mode": bytearray(b"timeline"), "stride_sec": bytearray(b"1.5")}, {}, LIMITS
+    )
+    assert (request.mode, request.stride_sec) == ("timeline", 1.5)
+    assert parse_request({"body": VIDEO}, {"X-Mode": "Timeline"}, LIMITS).stride_sec is None
+    assert parse_request({"data": VIDEO}, {}, LIMITS).mode == "clip"
+    assert _error({"data": VIDEO, "mode": b"movie"}).type == "InvalidOption"
+    assert _error({"data": VIDEO, "stride_sec": b"0.01"}).type == "InvalidOption"
+    error = _error({"data": VIDEO, "mode": b"timeline", "views": b"3x1"})
+    assert "views apply to mode=clip" in error.message
