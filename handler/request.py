@@ -82,14 +82,19 @@ def _parse_top_k(text: str, limits: Limits) -> int:
     return value
 
 
-def _parse_start_sec(text: str, limits: Limits) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value) or value < 0:
-        raise bad_request("InvalidOption", f"start_sec must be a number of seconds >= 0, got {text!r}")
-    return value
+def _seconds(name: str, least: float) -> Callable[[str, Limits], float]:
+    """A parser of a finite number of seconds >= ``least`` for option ``name``."""
+
+    def parse(text: str, limits: Limits) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value) or value < least:
+            raise bad_request("InvalidOption", f"{name} must be a number of seconds >= {least:g}, got {text!r}")
+        return value
+
+    return parse
 
 
 def parse_views(text: str) -> tuple[int, int]:
@@ -118,23 +123,13 @@ def _parse_mode(text: str, limits: Limits) -> str:
     return text.lower()
 
 
-def _parse_stride_sec(text: str, limits: Limits) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value) or value < 0.1:
-        raise bad_request("InvalidOption", f"stride_sec must be a number of seconds >= 0.1, got {text!r}")
-    return value
-
-
 def format_views(views: tuple[int, int]) -> str:
     return f"{views[0]}x{views[1]}"
 
 
 OPTIONS: tuple[Option, ...] = (
     Option("top_k", "X-Top-K", _parse_top_k, lambda limits: limits.default_top_k, "number of classes to return"),
-    Option("start_sec", "X-Start-Sec", _parse_start_sec, lambda limits: 0.0, "clip start, seconds from the start"),
+    Option("start_sec", "X-Start-Sec", _seconds("start_sec", 0), lambda limits: 0.0, "clip start, seconds"),
     Option(
         "views",
         "X-Views",
@@ -143,7 +138,7 @@ OPTIONS: tuple[Option, ...] = (
         "clips x crops averaged, e.g. 10x3",
     ),
     Option("mode", "X-Mode", _parse_mode, lambda limits: "clip", "clip, or timeline: one answer per window"),
-    Option("stride_sec", "X-Stride-Sec", _parse_stride_sec, lambda limits: None, "timeline: seconds between windows"),
+    Option("stride_sec", "X-Stride-Sec", _seconds("stride_sec", 0.1), lambda limits: None, "timeline window step"),
 )
 
 
