@@ -27,7 +27,7 @@ import matplotlib
 import numpy as np
 import requests
 from classify import DEFAULT_URL, find_key_file, render
-from PIL import ImageDraw, ImageFont
+from PIL import Image, ImageDraw, ImageFont
 from rich.console import Console
 from torchserve_ctl import ServeError, read_token
 
@@ -97,10 +97,18 @@ def label_at(intervals: list[dict[str, Any]], seconds: float) -> dict[str, Any] 
     return current
 
 
+def draw_label(image: Image.Image, text: str) -> Image.Image:
+    """Draws ``text`` in white on a black band across the top of ``image`` (in place; returned)."""
+    band = max(14, image.height // 12)
+    draw = ImageDraw.Draw(image)
+    draw.rectangle((0, 0, image.width, band), fill=(0, 0, 0))
+    draw.text((4, 2), text, fill="white", font=ImageFont.load_default(size=band - 6))
+    return image
+
+
 def annotate(source: Path, answer: dict[str, Any], path: Path) -> Path:
     """Re-encodes ``source`` with each frame's interval label drawn in a band at the top (H.264 mp4)."""
     intervals = answer["timeline"]["intervals"]
-    font = None
     with av.open(str(source)) as reader, av.open(str(path), "w") as writer:
         stream = reader.streams.video[0]
         rate = stream.average_rate or Fraction(30)
@@ -111,14 +119,10 @@ def annotate(source: Path, answer: dict[str, Any], path: Path) -> Path:
             image = frame.to_image()
             if index == 0:
                 out.width, out.height = image.width - image.width % 2, image.height - image.height % 2
-                band = max(14, image.height // 12)
-                font = ImageFont.load_default(size=band - 6)
             seconds = float((frame.pts - start) * stream.time_base) if frame.pts is not None else index / float(rate)
             run = label_at(intervals, seconds)
             if run is not None:
-                draw = ImageDraw.Draw(image)
-                draw.rectangle((0, 0, image.width, band), fill=(0, 0, 0))
-                draw.text((4, 2), f"{run['label']} ({run['mean_score']:.2f})  {seconds:.1f}s", fill="white", font=font)
+                draw_label(image, f"{run['label']} ({run['mean_score']:.2f})  {seconds:.1f}s")
             picture = np.asarray(image)[: out.height, : out.width]
             for packet in out.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(picture), format="rgb24")):
                 writer.mux(packet)
