@@ -1,4 +1,4 @@
-"""The README tells the truth about the registry, the options and the test command."""
+"""The README and docs/api.md tell the truth about the registry, the options, the errors and the test command."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from handler.request import DEFAULT_TOP_K, OPTIONS
 
 REPO = Path(__file__).resolve().parents[1]
 README = (REPO / "README.md").read_text()
+API = (REPO / "docs" / "api.md").read_text()
 
 
 def _model_row(spec: ModelSpec) -> str:
@@ -50,14 +51,14 @@ def test_demo_model_figures_match_its_training_record() -> None:
 
 def test_options_table_matches_the_parser() -> None:
     for option in OPTIONS:
-        assert re.search(rf"^\| .* \| `{option.name}` \| `{option.header}` \|", README, flags=re.MULTILINE), option
-    assert f"| `top_k` | `X-Top-K` | {DEFAULT_TOP_K} |" in README
+        assert re.search(rf"^\| .* \| `{option.name}` \| `{option.header}` \|", API, flags=re.MULTILINE), option
+    assert f"| `top_k` | `X-Top-K` | {DEFAULT_TOP_K} |" in API
 
 
 def test_error_table_lists_every_error_the_handler_raises() -> None:
     code = "".join(path.read_text() for path in (REPO / "handler").glob("*.py"))
     raised = set(re.findall(r'(?:bad_request|RequestError)\(\s*(?:\d+,\s*)?"(\w+)"', code))
-    table = set(re.findall(r"^\| \d{3} \| (.*?) \|", README, flags=re.MULTILINE))
+    table = set(re.findall(r"^\| \d{3} \| (.*?) \|", API, flags=re.MULTILINE))
     documented = set(re.findall(r"`(\w+)`", " ".join(table)))
     assert raised
     assert documented - {"InvalidKeyException"} == raised
