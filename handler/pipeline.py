@@ -237,7 +237,7 @@ class VideoClassifier:
                 tensors.append(finish(gathered.to(self.device, non_blocking=True), plan, clip))
         first = decoded[0]
         return PreparedClip(
-            clips=torch.stack(tensors),
+            clips=tensors[0][None] if len(tensors) == 1 else torch.stack(tensors),  # one view: no copy
             windows=windows,
             source_frames=first.source_frames,
             info=first.info,
