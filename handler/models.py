@@ -108,6 +108,7 @@ class ModelSpec:
     gflops: float | None = None
     params_m: float | None = None
     builder_kwargs: dict[str, Any] = field(default_factory=dict)
+    num_classes_arg: str = "model_num_class"  # the builder's name for the head size (MViT's differs)
 
     @property
     def checkpoint_filename(self) -> str | None:
@@ -116,7 +117,17 @@ class ModelSpec:
 
 
 def _kinetics_hub_model(
-    name: str, checkpoint: str, clip: ClipSpec, top1: float, top5: float, gflops: float, params_m: float
+    name: str,
+    checkpoint: str,
+    clip: ClipSpec,
+    top1: float,
+    top5: float,
+    gflops: float,
+    params_m: float,
+    *,
+    output: Literal["logits", "probabilities"] = "logits",
+    protocol: str = Accuracy.protocol,
+    num_classes_arg: str = "model_num_class",
 ) -> ModelSpec:
     """A PyTorchVideo hub model trained on Kinetics-400, with its model-zoo checkpoint and published figures."""
     return ModelSpec(
@@ -126,14 +137,19 @@ def _kinetics_hub_model(
         labels="kinetics400",
         num_classes=400,
         checkpoint_url=f"{MODEL_ZOO}/kinetics/{checkpoint}",
-        accuracy=Accuracy(top1=top1, top5=top5),
+        output=output,
+        accuracy=Accuracy(top1=top1, top5=top5, protocol=protocol),
         gflops=gflops,
         params_m=params_m,
+        num_classes_arg=num_classes_arg,
     )
 
 
 _SLOWFAST_CLIP = ClipSpec(num_frames=32, sampling_rate=2, side_size=256, crop_size=256, alpha=4)
 _SLOW_CLIP = ClipSpec(num_frames=8, sampling_rate=8, side_size=256, crop_size=256)
+# The torch-hub pages' test inputs (PySlowFast's configs for x3d_l). X3D and R(2+1)D heads end in a softmax.
+_PROBABILITIES: Literal["probabilities"] = "probabilities"
+_MVIT_PROTOCOL = "5 temporal clips x 1 spatial crop"
 
 # Figures: PyTorchVideo model zoo (docs/source/model_zoo.md), Kinetics-400 top-1/top-5 with 10 x 3 views.
 REGISTRY: dict[str, ModelSpec] = {
@@ -142,6 +158,62 @@ REGISTRY: dict[str, ModelSpec] = {
         _kinetics_hub_model("slowfast_r50", "SLOWFAST_8x8_R50.pyth", _SLOWFAST_CLIP, 76.94, 92.69, 65.71, 34.57),
         _kinetics_hub_model("slowfast_r101", "SLOWFAST_8x8_R101.pyth", _SLOWFAST_CLIP, 77.90, 93.27, 127.20, 62.83),
         _kinetics_hub_model("slow_r50", "SLOW_8x8_R50.pyth", _SLOW_CLIP, 74.58, 91.63, 54.52, 32.45),
+        _kinetics_hub_model(
+            "slowfast_16x8_r101_50_50",
+            "SLOWFAST_16x8_R101_50_50.pyth",
+            ClipSpec(num_frames=64, sampling_rate=2, side_size=256, crop_size=256, alpha=4),
+            78.70,
+            93.61,
+            215.61,
+            53.77,
+        ),
+        _kinetics_hub_model("c2d_r50", "C2D_8x8_R50.pyth", _SLOW_CLIP, 71.46, 89.68, 25.89, 24.33),
+        _kinetics_hub_model("i3d_r50", "I3D_8x8_R50.pyth", _SLOW_CLIP, 73.27, 90.70, 37.53, 28.04),
+        _kinetics_hub_model("csn_r101", "CSN_32x2_R101.pyth", ClipSpec(32, 2, 256, 256), 77.00, 92.90, 75.62, 22.21),
+        _kinetics_hub_model(
+            "r2plus1d_r50",
+            "R2PLUS1D_16x4_R50.pyth",
+            ClipSpec(16, 4, 256, 256),
+            76.01,
+            92.23,
+            76.45,
+            28.11,
+            output=_PROBABILITIES,
+        ),
+        _kinetics_hub_model(
+            "x3d_xs", "X3D_XS.pyth", ClipSpec(4, 12, 182, 182), 69.12, 88.63, 0.91, 3.79, output=_PROBABILITIES
+        ),
+        _kinetics_hub_model(
+            "x3d_s", "X3D_S.pyth", ClipSpec(13, 6, 182, 182), 73.33, 91.27, 2.96, 3.79, output=_PROBABILITIES
+        ),
+        _kinetics_hub_model(
+            "x3d_m", "X3D_M.pyth", ClipSpec(16, 5, 256, 256), 75.94, 92.72, 6.72, 3.79, output=_PROBABILITIES
+        ),
+        _kinetics_hub_model(
+            "x3d_l", "X3D_L.pyth", ClipSpec(16, 5, 356, 356), 77.44, 93.31, 26.64, 6.15, output=_PROBABILITIES
+        ),
+        _kinetics_hub_model(
+            "mvit_base_16x4",
+            "MVIT_B_16x4.pyth",
+            ClipSpec(16, 4, 224, 224),
+            78.85,
+            93.85,
+            70.80,
+            36.61,
+            protocol=_MVIT_PROTOCOL,
+            num_classes_arg="head_num_classes",
+        ),
+        _kinetics_hub_model(
+            "mvit_base_32x3",
+            "MVIT_B_32x3_f294077834.pyth",
+            ClipSpec(32, 3, 224, 224),
+            80.30,
+            94.69,
+            170.37,
+            36.61,
+            protocol=_MVIT_PROTOCOL,
+            num_classes_arg="head_num_classes",
+        ),
         # A small SlowFast trained by this project on synthetic motion videos (scripts/motion_dataset.py,
         # scripts/finetune.py); works offline. Reduced width and depth, 112-pixel crops, alpha 4 as the others.
         ModelSpec(
@@ -181,7 +253,7 @@ def build_model(spec: ModelSpec, num_classes: int | None = None) -> nn.Module:
     """
     module_name, function_name = spec.builder.split(":")
     builder = getattr(importlib.import_module(module_name), function_name)
-    kwargs = {"model_num_class": num_classes or spec.num_classes, **spec.builder_kwargs}
+    kwargs = {spec.num_classes_arg: num_classes or spec.num_classes, **spec.builder_kwargs}
     if module_name.endswith(".hub"):
         kwargs["pretrained"] = False
     return builder(**kwargs).eval()

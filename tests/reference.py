@@ -73,7 +73,10 @@ def tutorial_inputs(path: str | Path, spec: ModelSpec, start_sec: float = 0) -> 
 
 
 @torch.inference_mode()
-def tutorial_probabilities(model: torch.nn.Module, inputs: list[torch.Tensor]) -> torch.Tensor:
-    """Softmax of the model output, as the tutorial computes it: ``(1, num_classes)``."""
+def tutorial_probabilities(
+    model: torch.nn.Module, inputs: list[torch.Tensor], output_is_probabilities: bool = False
+) -> torch.Tensor:
+    """Softmax of the model output, as the tutorial computes it: ``(1, num_classes)``; the output itself for a
+    model whose head already ends in a softmax (X3D, R(2+1)D)."""
     preds = model(list(inputs) if len(inputs) > 1 else inputs[0])
-    return torch.nn.Softmax(dim=1)(preds)
+    return preds if output_is_probabilities else torch.nn.Softmax(dim=1)(preds)
