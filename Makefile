@@ -12,6 +12,7 @@
 #   make bench           TorchServe end to end, the tutorial as a handler against ours, plus the stage
 #                        benchmark (reports in docs/bench.md and docs/bench-stages.md; about 8 minutes on 2 cores)
 #   make bench-stages    the stage benchmark alone: decode + preprocess per clip, forward per batch size
+#   make bench-models    forward time of every registry model on the CPU (docs/bench-models.md, the README table)
 
 SHELL := /bin/bash
 VENV ?= .venv
@@ -35,7 +36,7 @@ model_args = --model $(MODEL) $(weights_args) $(if $(LABELS),--labels $(LABELS))
 
 DEMO_DATA ?= data/motion
 
-.PHONY: setup serve models scale stop status archive download train-demo bench bench-stages test lint clean
+.PHONY: setup serve models scale stop status archive download train-demo bench bench-models bench-stages test lint clean
 
 setup: $(STAMP)
 
@@ -77,6 +78,9 @@ train-demo: $(STAMP)
 bench: bench-stages
 	$(PY) bench/serving.py --workloads 720p 1080p 256p --requests 12 --concurrency 4 --batch-size 2 \
 		--max-batch-delay 50 --also precision=bf16 --report docs/bench.md
+
+bench-models: $(STAMP)
+	$(PY) bench/models.py --repeats 3 --report docs/bench-models.md
 
 bench-stages: $(STAMP)
 	$(PY) bench/stages.py --model slowfast_r50 --repeats 5 --report docs/bench-stages.md
