@@ -17,6 +17,7 @@ from handler.request import DEFAULT_TOP_K, OPTIONS
 REPO = Path(__file__).resolve().parents[1]
 README = (REPO / "README.md").read_text()
 API = (REPO / "docs" / "api.md").read_text()
+FORWARD_MS = json.loads((REPO / "docs" / "bench-models.json").read_text())["forward_ms"]
 
 
 def _model_row(spec: ModelSpec) -> str:
@@ -26,10 +27,11 @@ def _model_row(spec: ModelSpec) -> str:
     gflops = "–" if spec.gflops is None else f"{spec.gflops:g}"
     params = "–" if spec.params_m is None else f"{spec.params_m:g}"
     checkpoint = f"`{spec.checkpoint_filename}`" if spec.checkpoint_url else f"`{spec.bundled_checkpoint}` (bundled)"
+    forward = FORWARD_MS[spec.name]  # measured: docs/bench-models.json (make bench-models)
     return (
         f"| `{spec.name}` | {clip.num_frames} × {clip.sampling_rate} | {slow} / {clip.num_frames} "
         f"| {clip.duration_sec:.3f} s | {clip.side_size} / {clip.crop_size} | {accuracy} | {gflops} | {params} "
-        f"| {checkpoint} |"
+        f"| {forward:.0f} | {checkpoint} |"
     )
 
 
