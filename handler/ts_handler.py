@@ -14,6 +14,9 @@ import logging
 from typing import Any
 
 try:
+    from ts.metrics.dimension import Dimension
+    from ts.metrics.metric_type_enum import MetricTypes
+
     from handler.errors import RequestError
     from handler.labels import read_labels
     from handler.models import get_spec
@@ -85,10 +88,11 @@ class SlowFastHandler:
                 context.set_response_header(idx, "ts_stream_next", "false")
             if isinstance(result, RequestError):
                 context.set_response_status(result.status, result.type, idx)
-                logger.info("request %s failed: %s", context.request_ids.get(idx), json.dumps(result.to_dict()))
                 responses.append(result.to_dict())
             else:
                 responses.append(result)
+            _log_request(context.request_ids.get(idx), result)
+        _record_metrics(context.metrics, responses, self.classifier.options.max_clips_per_forward)
         return responses
 
 
@@ -96,3 +100,51 @@ def _is_grpc(headers: dict[str, Any]) -> bool:
     """Whether a request came over gRPC: TorchServe 0.12 gives HTTP requests their transport headers and a
     ``url_path`` entry, gRPC requests only the per-field content types (verified against 0.12.0)."""
     return "url_path" not in headers
+
+
+# Heights a request's video is counted under (a bounded label set for the Prometheus counter).
+_RESOLUTIONS = ((256, "<=256p"), (480, "<=480p"), (720, "<=720p"), (1080, "<=1080p"))
+
+
+def _resolution(height: int) -> str:
+    return next((name for limit, name in _RESOLUTIONS if height <= limit), ">1080p")
+
+
+def _log_request(request_id: str | None, result: dict[str, Any] | RequestError) -> None:
+    """One JSON line per request in the model log: id, outcome, timings, input size."""
+    if isinstance(result, RequestError):
+        line = {"request_id": request_id, "status": result.status, "error_type": result.type}
+    else:
+        video = result["video"]
+        line = {
+            "request_id": request_id,
+            "status": 200,
+            "top1": result["predictions"][0]["label"],
+            "views": len(result["views"]["windows"]) * result["views"]["crops"],
+            "resolution": f"{video['width']}x{video['height']}",
+            "timing_ms": result["timing_ms"],
+        }
+    logger.info("request %s", json.dumps(line))
+
+
+def _record_metrics(metrics: Any, responses: list[dict[str, Any]], max_clips_per_forward: int) -> None:
+    """TorchServe custom metrics, in Prometheus' conventions (seconds, ``_total`` counters), shown at
+    ``/metrics`` (``model_metrics_auto_detect=true``): stage-time and clips-per-forward histograms, requests by
+    input height, errors by type. docs/observability.md lists them."""
+    clips = 0
+    for response in responses:
+        if "predictions" not in response:
+            kind = Dimension("error_type", response["type"])
+            metrics.add_counter("video_request_errors_total", 1, dimensions=[kind])
+            continue
+        for stage in ("decode", "preprocess"):
+            seconds = response["timing_ms"][stage] / 1000
+            metrics.add_metric(f"video_{stage}_seconds", seconds, "s", metric_type=MetricTypes.HISTOGRAM)
+        resolution = Dimension("resolution", _resolution(response["video"]["height"]))
+        metrics.add_counter("video_requests_total", 1, dimensions=[resolution])
+        clips += len(response["views"]["windows"]) * response["views"]["crops"]
+        inference_seconds = response["timing_ms"]["inference"] / 1000
+    if clips:
+        forwards = -(-clips // max_clips_per_forward)
+        metrics.add_metric("video_inference_seconds", inference_seconds, "s", metric_type=MetricTypes.HISTOGRAM)
+        metrics.add_metric("video_clips_per_forward", clips / forwards, "count", metric_type=MetricTypes.HISTOGRAM)

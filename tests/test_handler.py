@@ -17,6 +17,19 @@ from handler.ts_handler import SlowFastHandler
 from tests.videos import encode, moving_frames
 
 
+class RecordedMetrics:
+    """Stands in for ``context.metrics``: records every call."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str, float, dict[str, str]]] = []
+
+    def add_counter(self, name: str, value: float, idx: str | None = None, dimensions: list | None = None) -> None:
+        self.calls.append(("counter", name, value, {d.name: d.value for d in dimensions or []}))
+
+    def add_metric(self, name: str, value: float, unit: str, idx=None, dimensions=None, metric_type=None) -> None:
+        self.calls.append((metric_type.value, name, value, {d.name: d.value for d in dimensions or []}))
+
+
 class MockContext:
     """The parts of ``ts.context.Context`` the handler uses, recording what it sets per request."""
 
@@ -29,6 +42,7 @@ class MockContext:
         self.statuses: dict[int, tuple[int, str]] = {}
         self.content_types: dict[int, str] = {}
         self.response_headers: dict[int, dict[str, str]] = {}
+        self.metrics = RecordedMetrics()
 
     def get_all_request_header(self, idx: int) -> dict[str, str]:
         return self.headers[idx]
@@ -132,3 +146,28 @@ def test_device_follows_the_gpu_torchserve_assigns(monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert select_device(1) == torch.device("cuda:1")
     assert select_device(None) == torch.device("cpu")
+
+
+def test_metrics_and_log_lines_per_request(handler: SlowFastHandler, model_dir: Path, caplog) -> None:
+    video = encode(moving_frames(75, 120, 160), fps=25)
+    http = {"url_path": "", "Host": "127.0.0.1:8080"}
+    context = MockContext(model_dir, [http, http, http])
+    batch = [{"data": bytearray(video)}, {"body": bytearray(b"junk")}, {"data": bytearray(video), "views": b"2x1"}]
+    with caplog.at_level("INFO", logger="handler.ts_handler"):
+        handler.handle(batch, context)
+    calls = context.metrics.calls
+    assert ("counter", "video_request_errors_total", 1, {"error_type": "InvalidVideo"}) in calls
+    assert [c[3] for c in calls if c[1] == "video_requests_total"] == [{"resolution": "<=256p"}] * 2
+    assert len([c for c in calls if c[1] == "video_decode_seconds" and c[0] == "histogram"]) == 2
+    assert [c[2] for c in calls if c[1] == "video_clips_per_forward"] == [3.0]  # 1 + 2 clips, one forward
+    lines = [
+        json.loads(r.getMessage().removeprefix("request ")) for r in caplog.records if "request_id" in r.getMessage()
+    ]
+    assert [(line["request_id"], line["status"]) for line in lines] == [
+        ("request-0", 200),
+        ("request-1", 400),
+        ("request-2", 200),
+    ]
+    assert lines[1]["error_type"] == "InvalidVideo"
+    assert lines[2]["views"] == 2
+    assert set(lines[0]["timing_ms"]) == {"decode", "preprocess", "inference"}

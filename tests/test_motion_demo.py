@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+import requests
 from download_weights import find_checkpoint
 from motion_dataset import ENCODINGS, make_video
 from torchserve_ctl import REPO, TorchServe
@@ -117,3 +118,22 @@ def test_timeline_through_torchserve_and_the_client(demo_server: TorchServe, tmp
     assert result.returncode == 0, result.stderr
     assert "timeline (windows every" in result.stdout
     assert "moving right" in result.stdout
+
+
+def test_handler_metrics_reach_prometheus(demo_server: TorchServe) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    video = make_video("growing", 4040, 0)[0]
+    assert post_video(demo_server, "motion_demo", data=video, headers={"Content-Type": "video/mp4"}).ok
+    bad = post_video(demo_server, "motion_demo", data=b"junk", headers={"Content-Type": "video/mp4"})
+    assert bad.status_code == 400
+    text = requests.get(f"{demo_server.metrics_url}/metrics", timeout=10).text
+    families = {family.name: family for family in text_string_to_metric_families(text)}
+    for name in ("video_decode_seconds", "video_preprocess_seconds", "video_inference_seconds"):
+        assert families[name].type == "histogram", name
+        counts = [s.value for s in families[name].samples if s.name.endswith("_count")]
+        assert sum(counts) >= 1, name
+    errors = [s for s in families["video_request_errors"].samples if s.labels.get("error_type") == "InvalidVideo"]
+    assert errors
+    assert errors[0].labels["ModelName"] == "motion_demo"
+    assert any(s.labels.get("resolution") for s in families["video_requests"].samples)

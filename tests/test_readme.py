@@ -80,3 +80,25 @@ def test_performance_doc_lists_every_inference_option_with_its_default() -> None
 def test_ci_runs_the_readme_test_command() -> None:
     assert "make test " in README
     assert (REPO / ".ci" / "run").read_text().strip().splitlines()[-1] == "make test"
+
+
+def test_observability_doc_and_dashboard_name_the_handlers_metrics() -> None:
+    code = (REPO / "handler" / "ts_handler.py").read_text()
+    emitted = set(re.findall(r'"(video_\w+)"', code)) | {
+        f"video_{stage}_seconds" for stage in ("decode", "preprocess")
+    }  # the per-stage names are built in a loop
+    doc = (REPO / "docs" / "observability.md").read_text()
+    assert emitted
+    for name in emitted:
+        assert f"| `{name}` |" in doc, name
+    dashboard = json.loads((REPO / "docs" / "grafana-dashboard.json").read_text())
+    expressions = " ".join(t["expr"] for p in dashboard["panels"] for t in p["targets"])
+    used = {
+        m.removesuffix("_bucket").removesuffix("_sum").removesuffix("_count")
+        for m in re.findall(r"\b(video_\w+)", expressions)
+    }
+    assert used == emitted
+    assert set(re.findall(r"\b(ts_\w+)", expressions)) <= {
+        "ts_inference_requests_total",
+        "ts_queue_latency_microseconds",
+    }
