@@ -213,7 +213,7 @@ class VideoClassifier:
         started = time.perf_counter()
         starts = [request.start_sec]
         if request.mode == "timeline":
-            stride = request.stride_sec or clip.duration_sec
+            stride = self._stride(request)
             starts = timeline_starts(video_duration(request.video), request.start_sec, stride)
             if len(starts) > self.limits.max_timeline_windows:
                 raise RequestError(
@@ -275,9 +275,9 @@ class VideoClassifier:
         slot, not raised.
         """
         parallel = min(len(requests), self.decode_workers)
-        threads = 0 if parallel <= 1 else max(1, cpu_count() // parallel)
         if parallel <= 1:
-            return [self._prepare_or_error(request, threads) for request in requests]
+            return [self._prepare_or_error(request, 0) for request in requests]
+        threads = max(1, cpu_count() // parallel)
         return list(self._pool.map(lambda request: self._prepare_or_error(request, threads), requests))
 
     def _prepare_or_error(self, request: VideoRequest, threads: int) -> PreparedClip | RequestError:
@@ -312,6 +312,10 @@ class VideoClassifier:
                 results[i] = self._response(views, requests[i], clip, len(requests), inference_ms)
         return results
 
+    def _stride(self, request: VideoRequest) -> float:
+        """Seconds between a timeline's windows: the request's, else one clip (windows side by side)."""
+        return request.stride_sec or self.spec.clip.duration_sec
+
     def _top(self, probs: torch.Tensor, k: int) -> list[dict[str, Any]]:
         scores, ids = probs.topk(k)
         return [
@@ -322,7 +326,7 @@ class VideoClassifier:
     def _timeline(self, views: torch.Tensor, request: VideoRequest, clip: PreparedClip) -> dict[str, Any]:
         """Per-window answers and the runs of windows that agree on their top class, merged into intervals
         (each window stands for ``[start, start + stride)``, the last one ending with the video)."""
-        stride = request.stride_sec or self.spec.clip.duration_sec
+        stride = self._stride(request)
         end_of_video = clip.info.duration_sec
         segments, intervals = [], []
         for (start, end), probs in zip(clip.windows, views, strict=True):

@@ -296,22 +296,13 @@ def _assignments(texts: list[str], defaults: dict[str, Any], what: str) -> dict[
 
 def add_setting_arguments(parser: argparse.ArgumentParser) -> None:
     """``--limit NAME=VALUE`` and ``--inference NAME=VALUE`` (repeatable), shared with ``scripts/serve.py start``."""
-    parser.add_argument(
-        "--limit",
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help="a per-request decoding limit, repeatable; names and defaults: "
-        + ", ".join(f"{name}={value}" for name, value in asdict(DecodeLimits()).items()),
-    )
-    parser.add_argument(
-        "--inference",
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help="how workers run the model, repeatable (docs/performance.md); names and defaults: "
-        + ", ".join(f"{name}={value}" for name, value in asdict(InferenceOptions()).items()),
-    )
+    for flag, defaults, what in (
+        ("--limit", DecodeLimits(), "a per-request decoding limit"),
+        ("--inference", InferenceOptions(), "how workers run the model (docs/performance.md)"),
+    ):
+        names = ", ".join(f"{name}={value}" for name, value in asdict(defaults).items())
+        help_text = f"{what}, repeatable; names and defaults: {names}"
+        parser.add_argument(flag, action="append", default=[], metavar="NAME=VALUE", help=help_text)
 
 
 def main(argv: list[str] | None = None) -> int:

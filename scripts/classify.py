@@ -27,7 +27,6 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -74,9 +73,6 @@ def classify(
         )
 
 
-Sender = Callable[[Path], tuple[int, dict]]
-
-
 def _options(args: argparse.Namespace) -> dict[str, object]:
     return {
         "top_k": args.top_k,
@@ -87,7 +83,7 @@ def _options(args: argparse.Namespace) -> dict[str, object]:
     }
 
 
-def _http_sender(args: argparse.Namespace, token: str | None) -> Sender:
+def _http_sender(args: argparse.Namespace, token: str | None) -> batch.Sender:
     """``video -> (HTTP status, JSON body)``; raises ``ConnectionError`` when the server is unreachable."""
 
     def send(video: Path) -> tuple[int, dict]:
@@ -105,7 +101,7 @@ def _http_sender(args: argparse.Namespace, token: str | None) -> Sender:
     return send
 
 
-def _grpc_sender(args: argparse.Namespace, token: str | None) -> Sender:
+def _grpc_sender(args: argparse.Namespace, token: str | None) -> batch.Sender:
     """``video -> (status, JSON body)`` over gRPC: a handler error's own status, else the gRPC failure."""
     import grpc
     from ts_grpc import GrpcClient, PredictionError

@@ -26,7 +26,7 @@ import av
 import matplotlib
 import numpy as np
 import requests
-from classify import DEFAULT_URL, find_key_file, render
+from classify import DEFAULT_URL, classify, find_key_file, render
 from PIL import Image, ImageDraw, ImageFont
 from rich.console import Console
 from torchserve_ctl import ServeError, read_token
@@ -43,16 +43,8 @@ def request_timeline(
     Raises:
         RuntimeError: the server answered with an error (its status, type and message).
     """
-    fields = {"mode": "timeline", "top_k": str(top_k), **({"stride_sec": str(stride_sec)} if stride_sec else {})}
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    with video.open("rb") as f:
-        response = requests.post(
-            f"{url.rstrip('/')}/predictions/{model}",
-            files={"data": (video.name, f, "application/octet-stream")},
-            data=fields,
-            headers=headers,
-            timeout=timeout,
-        )
+    options = {"mode": "timeline", "top_k": top_k, "stride_sec": stride_sec}
+    response = classify(video, url=url, model=model, token=token, options=options, timeout=timeout)
     body = response.json() if response.headers.get("content-type", "").startswith("application/json") else {}
     if not response.ok:
         raise RuntimeError(f"HTTP {response.status_code} {body.get('type', '')}: {body.get('message', response.text)}")
