@@ -3,6 +3,7 @@
 #
 #   make serve [MODEL=slowfast_r50] [CHECKPOINT=path.pyth] [LABELS=labels.json] [NAME=name] [RANDOM_INIT=1] [MODEL_API=1]
 #              [LIMITS="max_decode_seconds=10 max_window_mb=256"] [INFERENCE="precision=bf16 decode_workers=2"]
+#              [EXPORT=torchscript|aoti]   (the network exported and checked at archive time: docs/export.md)
 #   make stop
 #   make models          describe the served models (workers, batching); make scale NAME=... WORKERS=2
 #   make test            the whole suite (unit, parity, TorchServe integration) plus lint
@@ -13,6 +14,7 @@
 #                        benchmark (reports in docs/bench.md and docs/bench-stages.md; about 8 minutes on 2 cores)
 #   make bench-stages    the stage benchmark alone: decode + preprocess per clip, forward per batch size
 #   make bench-models    forward time of every registry model on the CPU (docs/bench-models.md, the README table)
+#   make bench-export    eager vs TorchScript vs AOTInductor forward time and agreement (docs/bench-export.md)
 
 SHELL := /bin/bash
 VENV ?= .venv
@@ -26,17 +28,20 @@ NAME ?=
 RANDOM_INIT ?=
 LIMITS ?=
 INFERENCE ?=
+EXPORT ?=
 MODEL_API ?=
 WORKERS ?= 1
 PYTEST_ARGS ?=
 
 weights_args = $(if $(filter 1 yes true,$(RANDOM_INIT)),--random-init,$(if $(CHECKPOINT),--checkpoint $(CHECKPOINT)))
 model_args = --model $(MODEL) $(weights_args) $(if $(LABELS),--labels $(LABELS)) $(if $(NAME),--name $(NAME)) \
-	$(foreach limit,$(LIMITS),--limit $(limit)) $(foreach option,$(INFERENCE),--inference $(option))
+	$(foreach limit,$(LIMITS),--limit $(limit)) $(foreach option,$(INFERENCE),--inference $(option)) \
+	$(if $(EXPORT),--inference export=$(EXPORT))
 
 DEMO_DATA ?= data/motion
 
-.PHONY: setup serve models scale stop status archive download train-demo bench bench-models bench-stages test lint clean
+.PHONY: setup serve models scale stop status archive download train-demo bench bench-models bench-stages bench-export \
+	test lint clean
 
 setup: $(STAMP)
 
@@ -81,6 +86,9 @@ bench: bench-stages
 
 bench-models: $(STAMP)
 	$(PY) bench/models.py --repeats 3 --report docs/bench-models.md
+
+bench-export: $(STAMP)
+	$(PY) bench/export.py --batch-sizes 1 4 --repeats 3 --report docs/bench-export.md
 
 bench-stages: $(STAMP)
 	$(PY) bench/stages.py --model slowfast_r50 --repeats 5 --report docs/bench-stages.md

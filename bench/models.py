@@ -11,7 +11,6 @@ Example:
 from __future__ import annotations
 
 import argparse
-import platform
 import sys
 from dataclasses import asdict
 from importlib import metadata
@@ -23,9 +22,9 @@ sys.path[:0] = [str(REPO), str(REPO / "scripts")]
 import torch  # noqa: E402
 
 from bench.stages import classifier_for, timed  # noqa: E402
-from bench.workloads import publish  # noqa: E402
+from bench.workloads import machine, publish  # noqa: E402
 from handler.models import REGISTRY, get_spec  # noqa: E402
-from handler.pipeline import InferenceOptions, cpu_count  # noqa: E402
+from handler.pipeline import InferenceOptions  # noqa: E402
 
 
 def forward_ms(name: str, repeats: int) -> float:
@@ -47,8 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         times[name] = forward_ms(name, args.repeats)
         print(f"{name}: {times[name]:.0f} ms", flush=True)
     report = {
-        "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}, {cpu_count()} cores, "
-        f"{torch.get_num_threads()} torch threads",
+        "machine": machine(),
         "versions": {name: metadata.version(name) for name in ("torch", "pytorchvideo")},
         "inference_options": asdict(InferenceOptions(warmup=False)),
         "repeats": args.repeats,

@@ -22,7 +22,6 @@ Example:
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import sys
 import tempfile
@@ -38,10 +37,10 @@ sys.path[:0] = [str(REPO), str(REPO / "scripts")]
 import torch  # noqa: E402
 from soak import soak_videos  # noqa: E402
 
-from bench.workloads import WORKLOADS, describe, make_workload, publish  # noqa: E402
+from bench.workloads import WORKLOADS, describe, machine, make_workload, publish  # noqa: E402
 from handler.labels import label_set  # noqa: E402
 from handler.models import REGISTRY, build_model, get_spec  # noqa: E402
-from handler.pipeline import InferenceOptions, VideoClassifier, cpu_count  # noqa: E402
+from handler.pipeline import InferenceOptions, VideoClassifier  # noqa: E402
 from handler.request import VideoRequest  # noqa: E402
 from handler.transforms import model_inputs  # noqa: E402
 from tests.reference import tutorial_inputs  # noqa: E402
@@ -157,8 +156,7 @@ def run(
         "model": model,
         "start_sec": start_sec,
         "repeats": repeats,
-        "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}, {cpu_count()} cores, "
-        f"{torch.get_num_threads()} torch threads",
+        "machine": machine(),
         "versions": {name: metadata.version(name) for name in ("torch", "torchvision", "av", "pytorchvideo")},
         "default_inference_options": asdict(InferenceOptions()),
         "prepare": prepare_rows(model, workloads, repeats, start_sec),

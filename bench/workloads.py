@@ -31,6 +31,22 @@ def make_workload(directory: Path, name: str, seconds: float = 10.0) -> Path:
     return path
 
 
+def machine() -> str:
+    """The machine as the reports name it: architecture, CPU, cores this process may use, torch threads, and
+    the GPU when there is one."""
+    import platform
+
+    import torch
+
+    from handler.pipeline import cpu_count
+
+    text = f"{platform.machine()}, {platform.processor() or 'cpu'}, {cpu_count()} cores, "
+    text += f"{torch.get_num_threads()} torch threads"
+    if torch.cuda.is_available():
+        text += f", {torch.cuda.get_device_name()}"
+    return text
+
+
 def publish(report: dict, text: str, path: Path | None) -> None:
     """Prints the Markdown ``text``; with ``path``, writes it there and ``report`` as JSON beside it."""
     print(text)

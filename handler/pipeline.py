@@ -30,6 +30,7 @@ import torch
 
 from handler.decode import DecodeLimits, VideoInfo, decode_clips, video_duration
 from handler.errors import RequestError
+from handler.export import EXPORT_FORMATS, ExportedModel, ExportFormat, load_exported
 from handler.models import ModelSpec, fold_batch_norms, load_model
 from handler.request import VideoRequest
 from handler.transforms import finish, gather_frames, model_inputs, plan_for
@@ -48,13 +49,18 @@ class InferenceOptions:
         precision: ``fp32``, or ``bf16`` / ``fp16`` autocast of the forward (weights stay fp32; fp16 is for
             GPUs). Results then differ from fp32 by rounding: see docs/performance.md for measured agreement.
         channels_last: run the network in ``channels_last_3d`` memory format (same results to float rounding,
-            faster convolutions on CPU and GPU).
+            faster convolutions on CPU and GPU). Not for ``export=aoti``, which is compiled contiguous
+            (:mod:`handler.export`); see :attr:`network_channels_last`.
         fold_batchnorm: fold each batch norm into the convolution before it (same results to float rounding).
         compile: ``torch.compile`` the network at load (slow start: minutes on CPU; needs a C++ compiler there).
         warmup: run one forward at load, so the first request does not pay for lazy initialisation.
         decode_workers: requests of a batch prepared at once (threads); 0 = one per CPU core the worker may use.
         max_clips_per_forward: clips (views) in one forward; a batch with more (multi-view requests) runs
             several, and requests share them.
+        export: the form of the network in the archive: ``eager`` (the checkpoint, built into the Python
+            network at load), ``torchscript`` or ``aoti`` (built by ``scripts/build_archive.py``;
+            :mod:`handler.export`). An export is built with this section's ``channels_last``,
+            ``fold_batchnorm`` and ``max_clips_per_forward``; ``aoti`` runs in fp32 and neither is compiled again.
     """
 
     precision: Precision = "fp32"
@@ -64,10 +70,25 @@ class InferenceOptions:
     warmup: bool = True
     decode_workers: int = 0
     max_clips_per_forward: int = 8
+    export: ExportFormat = "eager"
+
+    @property
+    def network_channels_last(self) -> bool:
+        """Whether the network (and its input batches) use ``channels_last_3d``."""
+        return self.channels_last and self.export != "aoti"
 
     def __post_init__(self) -> None:
         if self.precision not in ("fp32", *_AUTOCAST):
             raise ValueError(f"precision must be fp32, bf16 or fp16, got {self.precision!r}")
+        if self.export not in EXPORT_FORMATS:
+            raise ValueError(f"export must be one of {', '.join(EXPORT_FORMATS)}, got {self.export!r}")
+        if self.export != "eager" and self.compile:
+            raise ValueError(f"compile applies to the eager network; an export={self.export} archive is already built")
+        if self.export == "aoti" and self.precision != "fp32":
+            raise ValueError(
+                f"export=aoti runs in fp32 (autocast does not reach compiled kernels); for precision={self.precision} "
+                "use export=torchscript or eager"
+            )
         for name in ("channels_last", "fold_batchnorm", "compile", "warmup"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
@@ -75,6 +96,27 @@ class InferenceOptions:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < least:
                 raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
+
+
+def _check_export_options(model: ExportedModel, options: InferenceOptions, path: str | Path) -> None:
+    """The archive's settings must describe the export they ship: a hand-edited setting would otherwise be
+    silently ignored (the options are baked into the export)."""
+    built = model.metadata
+    wanted = {
+        "channels_last": options.network_channels_last,
+        "fold_batchnorm": options.fold_batchnorm,
+        "max_clips_per_forward": options.max_clips_per_forward,
+    }
+    found = {
+        "channels_last": built.channels_last,
+        "fold_batchnorm": built.fold_batchnorm,
+        "max_clips_per_forward": built.max_batch,
+    }
+    differ = [
+        f"{name}: settings {wanted[name]}, export {found[name]}" for name in wanted if wanted[name] != found[name]
+    ]
+    if differ:
+        raise ValueError(f"{path} was exported with other inference options ({'; '.join(differ)}); rebuild the archive")
 
 
 def cpu_count() -> int:
@@ -135,7 +177,7 @@ class VideoClassifier:
 
     Args:
         spec: the registry entry (clip spec, output kind).
-        model: the network, in eval mode, on ``device``.
+        model: the network in eval mode (moved to ``device`` here), or a loaded export (on ``device``).
         labels: class names, index = class id; must match the model's head size.
         weights: what responses report as ``"weights"``.
         device: where the forward runs.
@@ -159,7 +201,7 @@ class VideoClassifier:
         self.device = device
         self.limits = limits or DecodeLimits()
         self.options = options or InferenceOptions()
-        self.model = self._optimised(model.to(device))
+        self.model = self._optimised(model)
         self.decode_workers = self.options.decode_workers or cpu_count()
         self._pool = ThreadPoolExecutor(self.decode_workers, thread_name_prefix="prepare")
         if self.options.warmup:
@@ -175,19 +217,31 @@ class VideoClassifier:
         limits: DecodeLimits | None = None,
         options: InferenceOptions | None = None,
     ) -> VideoClassifier:
-        """Builds ``spec``, loads ``checkpoint`` and checks that ``labels`` fit the classifier head."""
-        model, weights = load_model(spec, checkpoint)
-        if len(labels) != weights.num_classes:
+        """Builds ``spec`` and loads ``checkpoint`` into it, or loads the export ``checkpoint`` is (per
+        ``options.export``), and checks that ``labels`` fit the classifier head."""
+        options = options or InferenceOptions()
+        model: torch.nn.Module | ExportedModel
+        if options.export == "eager":
+            model, weights = load_model(spec, checkpoint)
+            description, num_classes = weights.description, weights.num_classes
+        else:
+            model = load_exported(checkpoint, options.export, device, spec)
+            _check_export_options(model, options, checkpoint)
+            description, num_classes = model.metadata.weights, model.metadata.num_classes
+        if len(labels) != num_classes:
             raise ValueError(
-                f"{len(labels)} labels for a model with {weights.num_classes} classes ({checkpoint}); "
+                f"{len(labels)} labels for a model with {num_classes} classes ({checkpoint}); "
                 "give the label file the checkpoint was trained with"
             )
-        return cls(spec, model, labels, weights.description, device, limits, options)
+        return cls(spec, model, labels, description, device, limits, options)
 
-    def _optimised(self, model: torch.nn.Module) -> torch.nn.Module:
+    def _optimised(self, model: torch.nn.Module | ExportedModel) -> torch.nn.Module | ExportedModel:
+        if isinstance(model, ExportedModel):
+            return model  # folded, laid out and compiled when it was exported
+        model = model.to(self.device)
         if self.options.fold_batchnorm:
             fold_batch_norms(model.eval())
-        if self.options.channels_last:
+        if self.options.network_channels_last:
             model = model.to(memory_format=torch.channels_last_3d)
         if self.options.compile:
             model = torch.compile(model)
@@ -247,23 +301,32 @@ class VideoClassifier:
         )
 
     @torch.inference_mode()
-    def probabilities(self, clips: torch.Tensor) -> torch.Tensor:
-        """Class probabilities for a clip batch.
+    def scores(self, clips: torch.Tensor) -> torch.Tensor:
+        """The network's output for a clip batch, as its head makes it (logits, or probabilities for the models
+        whose head ends in a softmax).
 
         Args:
-            clips: ``(N, 3, T, S, S)`` float32 normalised clips (any device).
+            clips: ``(N, 3, T, S, S)`` float32 normalised clips (any device), N at most ``max_clips_per_forward``
+                for an ``aoti`` export.
+
+        Returns:
+            ``(N, num_classes)`` float32 on the CPU.
+        """
+        batch = clips.to(self.device, non_blocking=True)
+        if self.options.network_channels_last:
+            batch = batch.contiguous(memory_format=torch.channels_last_3d)
+        with self._autocast():
+            output = self.model(model_inputs(batch, self.spec.clip.alpha))
+        return output.float().cpu()
+
+    def probabilities(self, clips: torch.Tensor) -> torch.Tensor:
+        """Class probabilities for a clip batch: :meth:`scores`, with a softmax for logit heads.
 
         Returns:
             ``(N, num_classes)`` float32 on the CPU, each row summing to 1.
         """
-        batch = clips.to(self.device, non_blocking=True)
-        if self.options.channels_last:
-            batch = batch.contiguous(memory_format=torch.channels_last_3d)
-        with self._autocast():
-            output = self.model(model_inputs(batch, self.spec.clip.alpha))
-        if self.spec.output == "logits":
-            output = torch.softmax(output.float(), dim=1)
-        return output.float().cpu()
+        output = self.scores(clips)
+        return torch.softmax(output, dim=1) if self.spec.output == "logits" else output
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         dtype = _AUTOCAST.get(self.options.precision)

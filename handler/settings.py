@@ -20,8 +20,11 @@ Example (written by ``scripts/build_archive.py``)::
         compile: false
         warmup: true
         decode_workers: 0
+        max_clips_per_forward: 8
+        export: eager            # or torchscript / aoti: the serialized file is then that export (handler.export)
 
-The checkpoint is the archive's serialized file (``--serialized-file``), found through the manifest.
+The checkpoint (or, for ``export: torchscript|aoti``, the exported network) is the archive's serialized file
+(``--serialized-file``), found through the manifest.
 """
 
 from __future__ import annotations

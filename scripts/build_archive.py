@@ -10,6 +10,10 @@ a mismatch fails here rather than in a worker. Beside the archive, ``<name>.buil
 Examples:
     scripts/build_archive.py --model slowfast_r50 --checkpoint ~/Downloads/SLOWFAST_8x8_R50.pyth
     scripts/build_archive.py --model slow_r50 --random-init      # tests/benchmarks only: meaningless output
+    scripts/build_archive.py --model x3d_m --checkpoint X3D_M.pyth --inference export=aoti   # docs/export.md
+
+With ``--inference export=torchscript|aoti`` the serialized file is the exported network instead of the
+checkpoint (scripts/export_model.py builds it, on ``--export-device``, and checks it against eager first).
 """
 
 from __future__ import annotations
@@ -31,9 +35,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # `handler` is a directory of this checkout, not an installed package
 
 import torch  # noqa: E402
+from export_model import default_device, export_checkpoint  # noqa: E402
 
 from handler.decode import DecodeLimits  # noqa: E402
 from handler.errors import RequestError  # noqa: E402
+from handler.export import SUFFIXES  # noqa: E402
 from handler.labels import label_set, read_labels, save_labels  # noqa: E402
 from handler.models import RANDOM_INIT, REGISTRY, get_spec, save_random_checkpoint  # noqa: E402
 from handler.pipeline import InferenceOptions, VideoClassifier  # noqa: E402
@@ -82,6 +88,7 @@ class BuildRecord:
     limits: dict = field(default_factory=dict)
     inference: dict = field(default_factory=dict)
     version: str = ""  # the handler package's content hash (handler_version()) inside the archive
+    export: dict = field(default_factory=dict)  # export_model.ExportReport of an exported network
 
     @staticmethod
     def path_for(name: str, model_store: Path) -> Path:
@@ -155,6 +162,7 @@ def build_archive(
     limits: DecodeLimits | None = None,
     inference: InferenceOptions | None = None,
     views: str = "1x1",
+    export_device: torch.device | None = None,
 ) -> Path:
     """Validates the inputs and writes ``<model_store>/<name>.mar``; returns its path.
 
@@ -169,6 +177,8 @@ def build_archive(
         limits: per-request decoding bounds (default: :class:`DecodeLimits`'s).
         inference: how workers run the model (default: :class:`InferenceOptions`'s).
         views: default views per request, ``CLIPSxCROPS`` (e.g. ``10x3``).
+        export_device: where an ``inference.export`` other than eager is built and checked (default: the GPU when
+            there is one); an ``aoti`` package then runs only on that device type.
     """
     spec = get_spec(model)
     limits = limits or DecodeLimits()
@@ -188,6 +198,12 @@ def build_archive(
         class_names = read_labels(labels) if labels else label_set(spec.labels)
         checking = InferenceOptions(channels_last=False, warmup=False, decode_workers=1)  # load and check only
         classifier = VideoClassifier.load(spec, checkpoint, class_names, torch.device("cpu"), options=checking)
+        serialized, report = Path(checkpoint), None
+        if inference.export != "eager":
+            serialized = staging / f"{name}{SUFFIXES[inference.export]}"
+            device = export_device or default_device()
+            report = export_checkpoint(spec, Path(checkpoint), class_names, inference, device, serialized)
+            print(report.summary(), file=sys.stderr)
 
         extra = staging / "extra"  # the archiver copies this directory's *contents* into the archive root
         shutil.copytree(REPO / "handler", extra / "handler", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
@@ -204,7 +220,7 @@ def build_archive(
         config = staging / "model-config.yaml"
         config.write_text(yaml.safe_dump({**serving.as_yaml(), "handler": settings.as_yaml_section()}, sort_keys=False))
         run_archiver(
-            name, REPO / "handler" / "ts_handler.py", checkpoint, extra, config, model_store, handler_version()
+            name, REPO / "handler" / "ts_handler.py", serialized, extra, config, model_store, handler_version()
         )
         record = BuildRecord(
             name=name,
@@ -220,6 +236,7 @@ def build_archive(
             limits=asdict(limits),
             inference=asdict(inference),
             version=handler_version(),
+            export={**asdict(report), "path": serialized.name} if report else {},
         )
     BuildRecord.path_for(name, model_store).write_text(json.dumps(asdict(record), indent=2) + "\n")
     return model_store / f"{name}.mar"
@@ -329,6 +346,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--response-timeout", type=int, default=defaults.response_timeout_s, help="responseTimeout, s")
     parser.add_argument("--views", default="1x1", help="default views per request, CLIPSxCROPS (default: 1x1)")
     add_setting_arguments(parser)
+    parser.add_argument(
+        "--export-device",
+        type=torch.device,
+        help="where --inference export=torchscript|aoti is built and checked (default: cuda when present, else cpu)",
+    )
     args = parser.parse_args(argv)
     try:
         limits = parse_limits(args.limit)
@@ -354,6 +376,7 @@ def main(argv: list[str] | None = None) -> int:
             limits=limits,
             inference=inference,
             views=args.views,
+            export_device=args.export_device,
         )
     except (ValueError, KeyError, OSError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)

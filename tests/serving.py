@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import requests
@@ -11,17 +11,21 @@ from torchserve_ctl import TorchServe, free_port_overrides
 
 
 @contextlib.contextmanager
-def running_torchserve(mar: Path, directory: Path, overrides: dict[str, str] | None = None) -> Iterator[TorchServe]:
-    """A real TorchServe with the repository's config.properties on free loopback ports, serving ``mar``.
+def running_torchserve(
+    mar: Path | Sequence[Path], directory: Path, overrides: dict[str, str] | None = None
+) -> Iterator[TorchServe]:
+    """A real TorchServe with the repository's config.properties on free loopback ports, serving ``mar`` (one
+    archive, or several from the same model store; each under its file name's stem).
 
     ``directory`` holds the instance's runtime files; keep its path short (the worker's Unix socket lives there).
     ``overrides`` replace config properties (e.g. ``{"enable_model_api": "true"}``).
     """
-    instance = TorchServe(directory, mar.parent)
-    name = mar.stem
-    instance.start({name: mar.name}, overrides={**free_port_overrides(), **(overrides or {})})
+    mars = [mar] if isinstance(mar, Path) else list(mar)
+    instance = TorchServe(directory, mars[0].parent)
+    instance.start({m.stem: m.name for m in mars}, overrides={**free_port_overrides(), **(overrides or {})})
     try:
-        instance.wait_ready(name, timeout=300)
+        for m in mars:
+            instance.wait_ready(m.stem, timeout=300)
         yield instance
     finally:
         instance.stop()
