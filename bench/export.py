@@ -33,7 +33,7 @@ from handler.models import REGISTRY, get_spec, save_random_checkpoint  # noqa: E
 from handler.pipeline import InferenceOptions, VideoClassifier  # noqa: E402
 
 FORMATS = ("eager", "torchscript", "aoti")
-DEFAULT_MODELS = ["slowfast_r50", "slow_r50", "x3d_m", "r2plus1d_r50"]
+DEFAULT_MODELS = ["slowfast_r50", "x3d_m", "r2plus1d_r50"]
 
 
 def measure(model: str, batch_sizes: list[int], repeats: int, device: torch.device, directory: Path) -> dict:
@@ -48,7 +48,12 @@ def measure(model: str, batch_sizes: list[int], repeats: int, device: torch.devi
         path = checkpoint
         if fmt != "eager":
             path = directory / f"{model}{SUFFIXES[fmt]}"
-            report = export_checkpoint(spec, checkpoint, labels, options, device, path)
+            try:
+                report = export_checkpoint(spec, checkpoint, labels, options, device, path)
+            except Exception as e:  # a network that does not export is a result of this benchmark, not a crash
+                row["exports"][fmt] = {"failed": f"{type(e).__name__}: {str(e).splitlines()[0][:160]}"}
+                print(f"{model} {fmt}: export failed: {row['exports'][fmt]['failed']}", flush=True)
+                continue
             row["exports"][fmt] = {k: v for k, v in asdict(report).items() if k != "path"}
             print(f"{model}: {report.summary()}", flush=True)
         classifier = VideoClassifier.load(spec, path, labels, device, options=options)
@@ -67,9 +72,12 @@ def markdown(report: dict, command: str) -> str:
     for row in report["models"]:
         eager = row["forward_ms"]["eager"]
         for fmt in FORMATS:
+            export = row["exports"].get(fmt)
+            if export and "failed" in export:
+                lines.append(f"| `{row['model']}` | {fmt} | export failed: {export['failed']} |")
+                continue
             times = row["forward_ms"][fmt]
             cells = " | ".join(f"{times[b]:.0f} ({eager[b] / times[b]:.2f}x)" for b in report["batch_sizes"])
-            export = row["exports"].get(fmt)
             built = (
                 f"{export['seconds']:.0f} s, {export['size_mb']:.0f} MB | {export['max_rel_diff']:.1e} | "
                 f"{export['top1_agreement']:.0%}"

@@ -20,6 +20,7 @@ worker checks that it is loading what its settings describe instead of serving a
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 from dataclasses import asdict, dataclass
@@ -119,7 +120,7 @@ def export_network(network: nn.Module, example: list[torch.Tensor], metadata: Ex
         ValueError: for an unknown format; torch's own errors when the network cannot be traced or exported.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    module = PathwayModule(network).eval()
+    module = PathwayModule(_exportable(network)).eval()
     if metadata.format == "torchscript":
         with torch.no_grad():
             traced = torch.jit.trace(module, tuple(example), check_trace=False)
@@ -134,6 +135,20 @@ def export_network(network: nn.Module, example: list[torch.Tensor], metadata: Ex
         configs = {"aot_inductor.metadata": {_METADATA: metadata.to_json()}}
         return Path(torch._inductor.aoti_compile_and_package(program, package_path=str(path), inductor_configs=configs))
     raise ValueError(f"cannot export to {metadata.format!r}; formats: torchscript, aoti")
+
+
+def _exportable(network: nn.Module) -> nn.Module:
+    """A copy of ``network`` with PyTorchVideo's ``Swish`` (X3D) replaced by ``nn.SiLU``: the same function,
+    ``x * sigmoid(x)``, but Swish calls a custom autograd Function, which TorchScript cannot save. The caller's
+    network is left as it is, so the export check still compares against the original."""
+    from pytorchvideo.layers.swish import Swish
+
+    network = copy.deepcopy(network)
+    for module in list(network.modules()):
+        for name, child in module.named_children():
+            if isinstance(child, Swish):
+                setattr(module, name, nn.SiLU())
+    return network
 
 
 class ExportedModel:

@@ -4,10 +4,16 @@ TorchServe hands each request over as a dict: a raw body arrives as ``"body"``, 
 gRPC ``input`` keys) under their own names, with bytes values. URL query parameters never reach a handler in
 TorchServe 0.12, so options come either as form fields beside ``data`` or, for raw-body uploads, as request
 headers. Every option has one entry in :data:`OPTIONS`; a form field wins over its header.
+
+A JSON body in KServe's v1 protocol (``POST /v1/models/{name}:predict``, which TorchServe routes to the
+handler like ``/predictions``) holds several videos: ``{"instances": [{"data": {"b64": "..."}, "top_k": 3},
+...]}``; :func:`parse_row` turns it into one :class:`VideoRequest` per instance.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import math
 import re
 from collections.abc import Callable, Mapping
@@ -173,6 +179,59 @@ def parse_request(row: Mapping[str, Any], headers: Mapping[str, str], limits: Li
     return VideoRequest(video=video, **values)
 
 
+MAX_INSTANCES = 32  # videos in one KServe v1 request
+
+
+@dataclass(frozen=True)
+class ParsedRow:
+    """One TorchServe request: a single video (multipart, raw body, gRPC) or a KServe v1 list of ``instances``.
+
+    Attributes:
+        requests: the request's videos, in order.
+        instances: whether the body was a KServe ``instances`` list (answered as ``{"predictions": [...]}``).
+    """
+
+    requests: list[VideoRequest]
+    instances: bool = False
+
+
+def parse_row(row: Mapping[str, Any], headers: Mapping[str, str], limits: Limits) -> ParsedRow:
+    """:func:`parse_request` for a single-video request; for a KServe v1 JSON body, one :class:`VideoRequest` per
+    instance (each instance holds ``data`` as ``{"b64": "..."}`` or a base64 string, and its own options).
+
+    Raises:
+        RequestError: for the first invalid instance (a KServe request succeeds or fails as a whole).
+    """
+    body = row.get("body", row.get("data"))
+    if not (isinstance(body, Mapping) and "instances" in body):
+        return ParsedRow([parse_request(row, headers, limits)])
+    instances = body["instances"]
+    if not isinstance(instances, list) or not 1 <= len(instances) <= MAX_INSTANCES:
+        raise bad_request("InvalidInstances", f"'instances' must be a list of 1 to {MAX_INSTANCES} objects")
+    requests = []
+    for index, instance in enumerate(instances):
+        if not isinstance(instance, Mapping):
+            raise bad_request(
+                "InvalidInstances", f"instances[{index}] must be an object with 'data', got {instance!r:.80}"
+            )
+        fields = {**instance, "data": _base64_video(instance.get("data"), index)}
+        try:
+            requests.append(parse_request(fields, {}, limits))
+        except RequestError as e:
+            raise RequestError(e.status, e.type, f"instances[{index}]: {e.message}") from None
+    return ParsedRow(requests, instances=True)
+
+
+def _base64_video(value: Any, index: int) -> bytes:
+    text = value.get("b64") if isinstance(value, Mapping) else value
+    if not isinstance(text, str):
+        raise bad_request("MissingVideo", f'instances[{index}] needs \'data\': the video file as {{"b64": "<base64>"}}')
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise bad_request("InvalidBase64", f"instances[{index}].data is not valid base64") from None
+
+
 def _video_bytes(row: Mapping[str, Any]) -> bytes:
     for field in VIDEO_FIELDS:
         value = row.get(field)
@@ -184,7 +243,8 @@ def _video_bytes(row: Mapping[str, Any]) -> bytes:
             415,
             "UnsupportedMediaType",
             f"the video arrived as {type(value).__name__} (a text or JSON content type); send the file's bytes "
-            "with Content-Type video/* or application/octet-stream, or as multipart field 'data'",
+            "with Content-Type video/* or application/octet-stream, as multipart field 'data', or as KServe v1 "
+            'JSON {"instances": [{"data": {"b64": "<base64>"}}]}',
         )
     raise bad_request(
         "MissingVideo",

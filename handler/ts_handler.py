@@ -21,7 +21,7 @@ try:
     from handler.labels import read_labels
     from handler.models import get_spec
     from handler.pipeline import VideoClassifier, select_device
-    from handler.request import Limits, parse_request, parse_views
+    from handler.request import Limits, ParsedRow, parse_row, parse_views
     from handler.settings import HandlerSettings
 except ImportError as e:
     # TorchServe answers an ImportError here by trying its built-in handlers, which hides the real cause.
@@ -70,15 +70,20 @@ class SlowFastHandler:
         """Classifies one TorchServe batch; returns exactly ``len(data)`` JSON-able responses."""
         if self.classifier is None or self.limits is None:
             raise RuntimeError("handle() before initialize(): the worker did not load the model")
-        requests: list[Any] = []
         headers = [context.get_all_request_header(idx) or {} for idx in range(len(data))]
+        rows: list[ParsedRow | RequestError] = []
         for row, row_headers in zip(data, headers, strict=True):
             try:
-                requests.append(parse_request(row, row_headers, self.limits))
+                rows.append(parse_row(row, row_headers, self.limits))
             except RequestError as error:
-                requests.append(error)
-        responses = []
-        for idx, result in enumerate(self.classifier.classify(requests)):
+                rows.append(error)
+        # Every video of the batch (a KServe request may hold several) goes through one classify call, so they
+        # share forwards; the results are then grouped back per TorchServe request.
+        videos = [[row] if isinstance(row, RequestError) else row.requests for row in rows]
+        results = iter(self.classifier.classify([video for group in videos for video in group]))
+        responses, outcomes = [], []
+        for idx, row in enumerate(rows):
+            mine = [next(results) for _ in videos[idx]]
             context.set_response_content_type(idx, "application/json")
             if _is_grpc(headers[idx]):
                 # The request's last (only) message. For a gRPC StreamPredictions call TorchServe 0.12's
@@ -86,20 +91,26 @@ class SlowFastHandler:
                 # kills the worker ("Worker died."). Over HTTP the same header switches the response to chunked
                 # streaming and the client never gets an answer, hence gRPC only.
                 context.set_response_header(idx, "ts_stream_next", "false")
-            if isinstance(result, RequestError):
-                context.set_response_status(result.status, result.type, idx)
-                responses.append(result.to_dict())
+            for result in mine:
+                _log_request(context.request_ids.get(idx), result)
+                outcomes.append(result.to_dict() if isinstance(result, RequestError) else result)
+            error = next((result for result in mine if isinstance(result, RequestError)), None)
+            if error is not None:
+                context.set_response_status(error.status, error.type, idx)
+                responses.append(error.to_dict())
+            elif isinstance(row, ParsedRow) and row.instances:
+                responses.append({"predictions": mine})
             else:
-                responses.append(result)
-            _log_request(context.request_ids.get(idx), result)
-        _record_metrics(context.metrics, responses, self.classifier.options.max_clips_per_forward)
+                responses.append(mine[0])
+        _record_metrics(context.metrics, outcomes, self.classifier.options.max_clips_per_forward)
         return responses
 
 
 def _is_grpc(headers: dict[str, Any]) -> bool:
-    """Whether a request came over gRPC: TorchServe 0.12 gives HTTP requests their transport headers and a
-    ``url_path`` entry, gRPC requests only the per-field content types (verified against 0.12.0)."""
-    return "url_path" not in headers
+    """Whether a request came over gRPC: TorchServe 0.12 gives HTTP requests their transport headers (``Host``
+    on every route, ``url_path`` on ``/predictions`` but not on the KServe ``/v1/models/...:predict`` route),
+    gRPC requests only the per-field content types (verified against 0.12.0)."""
+    return not {"url_path", "Host", "host"} & set(headers)
 
 
 # Heights a request's video is counted under (a bounded label set for the Prometheus counter).
@@ -127,12 +138,13 @@ def _log_request(request_id: str | None, result: dict[str, Any] | RequestError) 
     logger.info("request %s", json.dumps(line))
 
 
-def _record_metrics(metrics: Any, responses: list[dict[str, Any]], max_clips_per_forward: int) -> None:
+def _record_metrics(metrics: Any, outcomes: list[dict[str, Any]], max_clips_per_forward: int) -> None:
     """TorchServe custom metrics, in Prometheus' conventions (seconds, ``_total`` counters), shown at
     ``/metrics`` (``model_metrics_auto_detect=true``): stage-time and clips-per-forward histograms, requests by
-    input height, errors by type. docs/observability.md lists them."""
+    input height, errors by type (one outcome per video: a KServe request may hold several). docs/observability.md
+    lists them."""
     clips = 0
-    for response in responses:
+    for response in outcomes:
         if "predictions" not in response:
             kind = Dimension("error_type", response["type"])
             metrics.add_counter("video_request_errors_total", 1, dimensions=[kind])

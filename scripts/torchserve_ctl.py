@@ -176,7 +176,8 @@ class TorchServe:
         """Writes the instance config and starts TorchServe in the background.
 
         Args:
-            models: served name -> archive file name in the model store (``{"slowfast_r50": "slowfast_r50.mar"}``).
+            models: served name -> archive file name in the model store (``{"slowfast_r50": "slowfast_r50.mar"}``);
+                empty when the config names them (``model_snapshot``, as in a KServe layout).
             base_config: the properties file to start from.
             overrides: properties replacing those of ``base_config`` (e.g. other ports).
         """
@@ -196,8 +197,7 @@ class TorchServe:
             str(self.config_path),
             "--model-store",
             str(self.model_store),
-            "--models",
-            *(f"{name}={archive}" for name, archive in models.items()),
+            *(["--models", *(f"{name}={archive}" for name, archive in models.items())] if models else []),
         )
         if result.returncode != 0 or self.pid() is None:
             raise ServeError(f"torchserve did not start (exit code {result.returncode}).\n{self.log_tail()}")
@@ -224,6 +224,10 @@ class TorchServe:
             os.kill(pid, signal.SIGKILL)
         return True
 
+    def token_auth(self) -> bool:
+        """Whether the instance's config keeps TorchServe's token authorization on (the default)."""
+        return self.properties().get("disable_token_authorization", "false").lower() != "true"
+
     def token(self, kind: str = "inference") -> str:
         """The current ``inference``, ``management`` or ``API`` key from the instance's ``key_file.json``."""
         return read_token(self.key_file, kind)
@@ -240,12 +244,9 @@ class TorchServe:
             if self.pid() is None:
                 raise ServeError(f"TorchServe exited while loading {model}.\n{self.log_tail()}")
             try:
-                if self.key_file.exists():
-                    response = requests.get(
-                        f"{self.management_url}/models/{model}",
-                        headers={"Authorization": f"Bearer {self.token('management')}"},
-                        timeout=5,
-                    )
+                if self.key_file.exists() or not self.token_auth():
+                    headers = {"Authorization": f"Bearer {self.token('management')}"} if self.token_auth() else {}
+                    response = requests.get(f"{self.management_url}/models/{model}", headers=headers, timeout=5)
                     last = f"HTTP {response.status_code}: {response.text[:200]}"
                     if response.ok:
                         description = response.json()[0]

@@ -106,9 +106,13 @@ def test_batch_with_bad_requests_answers_each_in_order(handler: SlowFastHandler,
 def test_grpc_requests_are_marked_as_their_last_message(handler: SlowFastHandler, model_dir: Path) -> None:
     # As TorchServe 0.12 hands a gRPC request to the handler: no transport headers, no url_path.
     video = encode(moving_frames(75, 120, 160), fps=25)
-    context = MockContext(model_dir, [{"data": {"content-type": ""}}, {"url_path": "", "Host": "127.0.0.1"}])
-    responses = handler.handle([{"data": bytearray(video)}, {"data": bytearray(video)}], context)
-    assert [len(r["predictions"]) for r in responses] == [5, 5]
+    # The KServe v1 route is HTTP without url_path (headers as TorchServe 0.12 gives them there).
+    kserve = {"Host": "127.0.0.1:8080", "Content-Type": "application/json", "explain": "False"}
+    context = MockContext(model_dir, [{"data": {"content-type": ""}}, {"url_path": "", "Host": "127.0.0.1"}, kserve])
+    responses = handler.handle(
+        [{"data": bytearray(video)}, {"data": bytearray(video)}, {"data": bytearray(video)}], context
+    )
+    assert [len(r["predictions"]) for r in responses] == [5, 5, 5]
     assert context.response_headers == {0: {"ts_stream_next": "false"}}
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from handler.errors import RequestError
-from handler.request import Limits, VideoRequest, parse_request
+from handler.request import MAX_INSTANCES, Limits, VideoRequest, parse_request, parse_row
 
 LIMITS = Limits(num_classes=400, default_top_k=5)
 VIDEO = bytearray(b"\x00\x00\x00\x18ftypmp42")
@@ -106,3 +106,36 @@ def test_timeline_options() -> None:
     assert _error({"data": VIDEO, "stride_sec": b"0.01"}).type == "InvalidOption"
     error = _error({"data": VIDEO, "mode": b"timeline", "views": b"3x1"})
     assert "views apply to mode=clip" in error.message
+
+
+def test_a_kserve_body_is_one_request_per_instance() -> None:
+    import base64
+
+    encoded = base64.b64encode(VIDEO).decode()
+    body = {"instances": [{"data": {"b64": encoded}}, {"data": encoded, "top_k": 2, "views": "2x1"}]}
+    row = parse_row({"body": body}, {"X-Top-K": "7"}, LIMITS)  # headers do not apply to instances
+    assert row.instances
+    assert [(r.video, r.top_k, r.views) for r in row.requests] == [(VIDEO, 5, (1, 1)), (VIDEO, 2, (2, 1))]
+    single = parse_row({"body": VIDEO}, {"X-Top-K": "7"}, LIMITS)
+    assert not single.instances
+    assert single.requests[0].top_k == 7
+
+
+@pytest.mark.parametrize(
+    ("instances", "error_type", "where"),
+    [
+        ([], "InvalidInstances", "1 to"),
+        ("video", "InvalidInstances", "1 to"),
+        ([{"data": {"b64": "AAAA"}}] * (MAX_INSTANCES + 1), "InvalidInstances", f"{MAX_INSTANCES}"),
+        (["AAAA"], "InvalidInstances", "instances[0]"),
+        ([{"data": {"b64": "AAAA"}}, {"data": {"b64": "***"}}], "InvalidBase64", "instances[1]"),
+        ([{"data": {"url": "x"}}], "MissingVideo", "instances[0]"),
+        ([{"data": {"b64": "AAAA"}, "top_k": 0}], "InvalidOption", "instances[0]: top_k"),
+        ([{"data": {"b64": "AAAA"}, "colour": "red"}], "UnknownOption", "instances[0]"),
+    ],
+)
+def test_a_bad_kserve_body_fails_as_a_whole(instances: object, error_type: str, where: str) -> None:
+    with pytest.raises(RequestError) as caught:
+        parse_row({"body": {"instances": instances}}, {}, LIMITS)
+    assert (caught.value.status, caught.value.type) == (400, error_type)
+    assert where in caught.value.message

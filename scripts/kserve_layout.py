@@ -1,0 +1,112 @@
+#!/usr/bin/env python3
+"""Lay out built archives the way KServe's TorchServe runtime reads a ``storageUri``::
+
+    <output>/
+    ├── config/config.properties     TorchServe's config: this repository's, with the in-cluster changes below
+    └── model-store/<name>.mar       the archives, as scripts/build_archive.py wrote them
+
+Upload the directory (``gsutil cp -r``, ``aws s3 cp --recursive``, a PVC) and point the InferenceService's
+``storageUri`` at it (deploy/kserve/, docs/deployment.md). KServe mounts it at ``/mnt/models``.
+
+In-cluster changes to config.properties (everything else, such as request size limits and metrics, is kept):
+- listeners: inference on ``0.0.0.0:8080`` (the port KServe routes to and probes), metrics on ``0.0.0.0:8082``
+  (Prometheus scrape), gRPC inference on ``0.0.0.0:7070``; management stays on the pod's loopback.
+- ``model_store=/mnt/models/model-store`` and ``model_snapshot``: the models, their versions and TorchServe
+  batching/workers from each archive's build record (the KServe wrapper of the stock runtime reads it too).
+- ``disable_token_authorization=true``: KServe's probes and router cannot read TorchServe's key file;
+  authenticate at the ingress / service mesh instead (docs/deployment.md).
+- ``enable_envvars_config=false``: the stock runtime sets ``TS_SERVICE_ENVELOPE``, but this handler reads
+  KServe v1 bodies itself (``{"instances": [...]}``), and TorchServe's envelope would drop its batching.
+
+Example:
+    scripts/kserve_layout.py slowfast_r50 --output build/kserve/slowfast_r50
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+from build_archive import DEFAULT_STORE, BuildRecord
+from torchserve_ctl import DEFAULT_CONFIG, read_properties, write_properties
+
+MOUNT = Path("/mnt/models")  # where KServe's storage initializer puts the storageUri's contents
+
+
+def kserve_properties(records: list[BuildRecord], base_config: Path = DEFAULT_CONFIG) -> dict[str, str]:
+    """``base_config``'s properties with the in-cluster changes (see the module docstring) for ``records``."""
+    properties = read_properties(base_config)
+    store = MOUNT / "model-store"
+    models = {
+        record.name: {
+            record.version: {
+                "defaultVersion": True,
+                "marName": f"{record.name}.mar",
+                "minWorkers": record.serving["minWorkers"],
+                "maxWorkers": record.serving["maxWorkers"],
+                "batchSize": record.serving["batchSize"],
+                "maxBatchDelay": record.serving["maxBatchDelay"],
+                "responseTimeout": record.serving["responseTimeout"],
+            }
+        }
+        for record in records
+    }
+    properties.update(
+        {
+            "inference_address": "http://0.0.0.0:8080",
+            "management_address": "http://127.0.0.1:8081",
+            "metrics_address": "http://0.0.0.0:8082",
+            "grpc_inference_address": "0.0.0.0",
+            "grpc_management_address": "127.0.0.1",
+            "grpc_inference_port": "7070",
+            "grpc_management_port": "7071",
+            "model_store": str(store),
+            "model_snapshot": json.dumps({"name": "startup.cfg", "modelCount": len(models), "models": models}),
+            "disable_token_authorization": "true",
+            "enable_envvars_config": "false",
+            # A regex in a properties file: backslashes written twice.
+            "allowed_urls": f"file://{store}/[^/]+[.]mar".replace("\\", "\\\\"),
+        }
+    )
+    return properties
+
+
+def make_layout(names: list[str], model_store: Path, output: Path) -> Path:
+    """Writes ``output/config/config.properties`` and copies each ``<name>.mar`` to ``output/model-store/``.
+
+    Raises:
+        ValueError: an archive or its build record is missing (build it first: make archive).
+    """
+    records = []
+    for name in names:
+        record = BuildRecord.load(name, model_store)
+        if record is None or not (model_store / f"{name}.mar").exists():
+            raise ValueError(f"no archive {name}.mar with its build record in {model_store}; run make archive first")
+        records.append(record)
+    (output / "config").mkdir(parents=True, exist_ok=True)
+    (output / "model-store").mkdir(exist_ok=True)
+    for name in names:
+        shutil.copy2(model_store / f"{name}.mar", output / "model-store" / f"{name}.mar")
+    write_properties(kserve_properties(records), output / "config" / "config.properties")
+    return output
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("names", nargs="+", help="archive names in the model store (e.g. slowfast_r50)")
+    parser.add_argument("--model-store", type=Path, default=DEFAULT_STORE, help="default: %(default)s")
+    parser.add_argument("--output", type=Path, required=True, help="the directory to upload as the storageUri")
+    args = parser.parse_args(argv)
+    try:
+        print(make_layout(args.names, args.model_store, args.output))
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
