@@ -196,13 +196,15 @@ def build_archive(
         if checkpoint is None:
             checkpoint = save_random_checkpoint(spec, staging / f"{model}-random-init.pyth")
         class_names = read_labels(labels) if labels else label_set(spec.labels)
-        checking = InferenceOptions(channels_last=False, warmup=False, decode_workers=1)  # load and check only
-        classifier = VideoClassifier.load(spec, checkpoint, class_names, torch.device("cpu"), options=checking)
         serialized, report = Path(checkpoint), None
-        if inference.export != "eager":
+        if inference.export == "eager":
+            checking = InferenceOptions(channels_last=False, warmup=False, decode_workers=1)  # load and check only
+            weights = VideoClassifier.load(spec, checkpoint, class_names, torch.device("cpu"), options=checking).weights
+        else:  # the export loads and checks the checkpoint itself: no second load
             serialized = staging / f"{name}{SUFFIXES[inference.export]}"
             device = export_device or default_device()
             report = export_checkpoint(spec, Path(checkpoint), class_names, inference, device, serialized)
+            weights = report.weights
             print(report.summary(), file=sys.stderr)
 
         extra = staging / "extra"  # the archiver copies this directory's *contents* into the archive root
@@ -229,7 +231,7 @@ def build_archive(
             checkpoint_size=0 if random_init else Path(checkpoint).stat().st_size,
             checkpoint_mtime=0.0 if random_init else Path(checkpoint).stat().st_mtime,
             labels=str(labels.resolve()) if labels else "",
-            weights=classifier.weights,
+            weights=weights,
             serving=serving.as_yaml(),
             top_k=top_k,
             views=views,

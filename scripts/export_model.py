@@ -50,6 +50,7 @@ class ExportReport:
         max_abs_diff: largest ``|export - eager|`` over every output of the checked batches.
         max_rel_diff: ``max_abs_diff / max |eager|``.
         top1_agreement: fraction of clips whose top class is the same.
+        weights: the exported weights' description (as responses report it).
     """
 
     path: str
@@ -61,6 +62,7 @@ class ExportReport:
     max_abs_diff: float
     max_rel_diff: float
     top1_agreement: float
+    weights: str = ""
 
     def summary(self) -> str:
         return (
@@ -120,6 +122,7 @@ def export_checkpoint(
         seconds=round(seconds, 1),
         size_mb=round(output.stat().st_size / 2**20, 1),
         batches=batches,
+        weights=eager.weights,
         **agreement(eager, exported, batches),
     )
     if report.max_rel_diff > TOLERANCE:

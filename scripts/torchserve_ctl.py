@@ -240,12 +240,13 @@ class TorchServe:
         """
         deadline = time.monotonic() + timeout
         last = "no answer yet"
+        auth = self.token_auth()
         while time.monotonic() < deadline:
             if self.pid() is None:
                 raise ServeError(f"TorchServe exited while loading {model}.\n{self.log_tail()}")
             try:
-                if self.key_file.exists() or not self.token_auth():
-                    headers = {"Authorization": f"Bearer {self.token('management')}"} if self.token_auth() else {}
+                if self.key_file.exists() or not auth:
+                    headers = {"Authorization": f"Bearer {self.token('management')}"} if auth else {}
                     response = requests.get(f"{self.management_url}/models/{model}", headers=headers, timeout=5)
                     last = f"HTTP {response.status_code}: {response.text[:200]}"
                     if response.ok:
