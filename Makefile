@@ -33,8 +33,9 @@ MODEL_API ?=
 WORKERS ?= 1
 PYTEST_ARGS ?=
 
-weights_args = $(if $(filter 1 yes true,$(RANDOM_INIT)),--random-init,$(if $(CHECKPOINT),--checkpoint $(CHECKPOINT)))
-model_args = --model $(MODEL) $(weights_args) $(if $(LABELS),--labels $(LABELS)) $(if $(NAME),--name $(NAME)) \
+# Paths are single-quoted: a toolbox's file name may hold a glob character (PaddleVideo's SlowFast_8*8.pdparams).
+weights_args = $(if $(filter 1 yes true,$(RANDOM_INIT)),--random-init,$(if $(CHECKPOINT),--checkpoint '$(CHECKPOINT)'))
+model_args = --model $(MODEL) $(weights_args) $(if $(LABELS),--labels '$(LABELS)') $(if $(NAME),--name $(NAME)) \
 	$(foreach limit,$(LIMITS),--limit $(limit)) $(foreach option,$(INFERENCE),--inference $(option)) \
 	$(if $(EXPORT),--inference export=$(EXPORT))
 
@@ -45,7 +46,7 @@ DEMO_DATA ?= data/motion
 
 setup: $(STAMP)
 
-$(STAMP): requirements.txt requirements-dev.txt scripts/install.sh
+$(STAMP): requirements.txt requirements-dev.txt scripts/install.sh $(wildcard tests/toolboxes/requirements-*.txt)
 	scripts/install.sh --venv $(VENV) --dev
 	touch $@
 

@@ -84,7 +84,7 @@ def prepare_rows(model: str, workloads: list[str], repeats: int, start_sec: floa
             tutorial_s, theirs = timed(lambda: tutorial_inputs(path, spec, start_sec), repeats)  # noqa: B023
             latency_s, prepared = timed(lambda: classifier.prepare(request), repeats)  # noqa: B023
             batch_s, _ = timed(lambda: classifier.prepare_all([request] * parallel), repeats)  # noqa: B023
-            inputs = model_inputs(prepared.clips, spec.clip.alpha)
+            inputs = model_inputs(prepared.clips, spec.clip)
             ours = inputs if isinstance(inputs, list) else [inputs]
             rows.append(
                 {

@@ -1,20 +1,20 @@
 """The model registry: every servable architecture with its clip spec, checkpoint and published numbers.
 
 This module is the single place that knows, for each model name, how to build the network, what clip it
-expects (frames, sampling rate, sizes, SlowFast alpha, normalisation), where its official checkpoint lives,
-which label set it predicts and how accurate it is. Scripts, the handler and the tests all read it.
+expects and how it is preprocessed (frames, sampling rate, sizes, SlowFast alpha, normalisation, and the
+toolbox recipe, :mod:`handler.recipes`), where its published checkpoint lives and whose layout it has, which
+label set it predicts and how accurate it is. Scripts, the handler and the tests all read it.
 
-Weights are loaded from the official PyTorchVideo checkpoint format: a ``torch.save``-d dict whose
-``"model_state"`` entry is the state dict. A checkpoint written by :func:`save_random_checkpoint` has the same
-format plus ``"random_init": True``; it exists for tests and benchmarks only and every response served from it
-says ``"weights": "random-init"``.
+Networks hold PyTorchVideo's parameter names. Checkpoints are read by :mod:`handler.checkpoints`: PyTorchVideo's
+format (a ``torch.save``-d dict whose ``"model_state"`` entry is the state dict) as it is, the files of MMAction2,
+PaddleVideo and PySlowFast converted by the rules of the entry's ``checkpoint_layout``. A checkpoint written by
+:func:`save_random_checkpoint` has the official format plus ``"random_init": True``; it exists for tests and
+benchmarks only and every response served from it says ``"weights": "random-init"``.
 """
 
 from __future__ import annotations
 
-import hashlib
 import importlib
-import io
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -22,6 +22,8 @@ from typing import Any, Literal
 import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+from handler.recipes import MMACTION2, PADDLEVIDEO, PYSLOWFAST, PYTORCHVIDEO, Recipe
 
 MODEL_ZOO = "https://dl.fbaipublicfiles.com/pytorchvideo/model_zoo"
 RANDOM_INIT = "random-init"
@@ -39,9 +41,12 @@ class ClipSpec:
         crop_size: side of the square center crop taken after scaling.
         alpha: SlowFast's fast/slow frame ratio; the slow pathway gets ``num_frames // alpha`` frames.
             ``None`` for single-pathway models.
-        mean, std: per-channel RGB normalisation applied to values in [0, 1].
+        mean, std: per-channel RGB normalisation, ``(x / recipe.pixel_scale - mean) / std`` for uint8 ``x``
+            (values in [0, 1] for the tutorial's 0.45 / 0.225, in [0, 255] for MMAction2's ImageNet figures).
         frames_per_second: the frame rate the clip duration is computed for (PyTorchVideo's hub tutorial
             assumes 30 whatever the video's real rate; the clip is selected by time, not by frame count).
+        recipe: how the toolbox the checkpoint comes from samples, resizes, crops and normalises
+            (:mod:`handler.recipes`); the PyTorchVideo hub tutorial's by default.
     """
 
     num_frames: int
@@ -52,6 +57,7 @@ class ClipSpec:
     mean: tuple[float, float, float] = (0.45, 0.45, 0.45)
     std: tuple[float, float, float] = (0.225, 0.225, 0.225)
     frames_per_second: int = 30
+    recipe: Recipe = PYTORCHVIDEO
 
     def __post_init__(self) -> None:
         if self.crop_size > self.side_size:
@@ -61,7 +67,8 @@ class ClipSpec:
 
     @property
     def duration_sec(self) -> float:
-        """Clip length in seconds, computed exactly as the hub tutorial does (float division)."""
+        """Clip length in seconds, computed exactly as the hub tutorial does (float division). For recipes that
+        sample by frame count (MMAction2) it is the nominal length at ``frames_per_second``."""
         return (self.num_frames * self.sampling_rate) / self.frames_per_second
 
     @property
@@ -93,7 +100,10 @@ class ModelSpec:
         checkpoint_url: the official checkpoint, or ``None`` for models without one.
         bundled_checkpoint: a checkpoint committed to this repository (path from its root), if any.
         output: ``"logits"`` (softmax is applied by the pipeline) or ``"probabilities"``.
-        accuracy, gflops, params_m: published figures (PyTorchVideo model zoo); ``None`` when unpublished.
+        accuracy, gflops, params_m: published figures (the toolbox's model zoo); ``None`` when unpublished.
+        checkpoint_layout: whose key names and tensor layout the published checkpoint uses, i.e. which
+            conversion :mod:`handler.checkpoints` applies to reach this network's state dict: ``pytorchvideo``
+            (none), ``mmaction2``, ``paddlevideo`` or ``pyslowfast``.
     """
 
     name: str
@@ -109,6 +119,7 @@ class ModelSpec:
     params_m: float | None = None
     builder_kwargs: dict[str, Any] = field(default_factory=dict)
     num_classes_arg: str = "model_num_class"  # the builder's name for the head size (MViT's differs)
+    checkpoint_layout: Literal["pytorchvideo", "mmaction2", "paddlevideo", "pyslowfast"] = "pytorchvideo"
 
     @property
     def checkpoint_filename(self) -> str | None:
@@ -150,6 +161,169 @@ _SLOW_CLIP = ClipSpec(num_frames=8, sampling_rate=8, side_size=256, crop_size=25
 # The torch-hub pages' test inputs (PySlowFast's configs for x3d_l). X3D and R(2+1)D heads end in a softmax.
 _PROBABILITIES: Literal["probabilities"] = "probabilities"
 _MVIT_PROTOCOL = "5 temporal clips x 1 spatial crop"
+
+
+def _toolbox_slowfast(
+    name: str,
+    checkpoint_url: str,
+    clip: ClipSpec,
+    accuracy: Accuracy,
+    builder: str,
+    builder_kwargs: dict[str, Any],
+    *,
+    output: Literal["logits", "probabilities"],
+) -> ModelSpec:
+    """A Kinetics-400 SlowFast published by another toolbox, served with that toolbox's own preprocessing."""
+    return ModelSpec(
+        name=name,
+        builder=builder,
+        clip=clip,
+        labels="kinetics400",
+        num_classes=400,
+        checkpoint_url=checkpoint_url,
+        output=output,
+        accuracy=accuracy,
+        builder_kwargs=builder_kwargs,
+        checkpoint_layout=clip.recipe.name,  # type: ignore[arg-type]
+    )
+
+
+# MMAction2: checkpoints of its 0.x model zoo (the ones fine-tuning recipes start from), figures from its 0.x
+# README (10 clips x 3 crops, MMAction2's 0.x test pipeline, its Kinetics-400 validation copy of 19796 videos).
+# They are served with MMAction2 1.2.0's test pipeline, which loads the same files (see handler.recipes).
+_MMACTION2_ZOO = "https://download.openmmlab.com/mmaction/recognition/slowfast"
+_MMACTION2_MEAN = (123.675, 116.28, 103.53)
+_MMACTION2_STD = (58.395, 57.12, 57.375)
+_MMACTION2_PROTOCOL = "10 clips x 3 crops, MMAction2 0.x test pipeline"
+
+
+def _mmaction2_clip(alpha: int) -> ClipSpec:
+    return ClipSpec(32, 2, 256, 256, alpha=alpha, mean=_MMACTION2_MEAN, std=_MMACTION2_STD, recipe=MMACTION2)
+
+
+def _mmaction2(name: str, path: str, alpha: int, slow: int, fast: int, top1: float, top5: float) -> ModelSpec:
+    kwargs = {"slow_depth": slow, "fast_depth": fast, "fusion_kernel": 7 if alpha == 4 else 5, "alpha": alpha}
+    return _toolbox_slowfast(
+        name,
+        f"{_MMACTION2_ZOO}/{path}",
+        _mmaction2_clip(alpha),
+        Accuracy(top1, top5, _MMACTION2_PROTOCOL),
+        "handler.networks:mmaction2_slowfast",
+        kwargs,
+        output="logits",
+    )
+
+
+# PaddleVideo and PySlowFast heads apply a softmax at every spatio-temporal position and average the
+# probabilities (PyTorchVideo's head with a Softmax activation); their output is probabilities.
+_PADDLEVIDEO_ZOO = "https://videotag.bj.bcebos.com/PaddleVideo/SlowFast"
+_PADDLEVIDEO_PROTOCOL = "10 clips x 3 crops, PaddleVideo test pipeline"
+_PYSLOWFAST_ZOO = "https://dl.fbaipublicfiles.com/pyslowfast/model_zoo/kinetics400"
+_PYSLOWFAST_PROTOCOL = "10 clips x 3 crops, PySlowFast test pipeline"
+_SOFTMAX_HEAD: dict[str, Any] = {"head_activation": nn.Softmax}
+_FUSION_4X16: dict[str, Any] = {
+    "slowfast_fusion_conv_kernel_size": (5, 1, 1),
+    "slowfast_fusion_conv_stride": (8, 1, 1),
+    "head_pool_kernel_sizes": ((4, 7, 7), (32, 7, 7)),
+}
+
+TOOLBOX_MODELS: tuple[ModelSpec, ...] = (
+    _mmaction2(
+        "mmaction2_slowfast_r50_8x8",
+        "slowfast_r50_8x8x1_256e_kinetics400_rgb/slowfast_r50_8x8x1_256e_kinetics400_rgb_20200716-73547d2b.pth",
+        4,
+        50,
+        50,
+        76.94,
+        92.80,
+    ),
+    _mmaction2(
+        "mmaction2_slowfast_r50_4x16",
+        "slowfast_r50_4x16x1_256e_kinetics400_rgb/slowfast_r50_4x16x1_256e_kinetics400_rgb_20210722-04e43ed4.pth",
+        8,
+        50,
+        50,
+        76.00,
+        92.54,
+    ),
+    _mmaction2(
+        "mmaction2_slowfast_r101_8x8",
+        "slowfast_r101_8x8x1_256e_kinetics400_rgb/slowfast_r101_8x8x1_256e_kinetics400_rgb_20210218-0dd54025.pth",
+        4,
+        101,
+        101,
+        77.90,
+        93.51,
+    ),
+    _mmaction2(
+        "mmaction2_slowfast_r101_r50_4x16",
+        "slowfast_r101_4x16x1_256e_kinetics400_rgb/slowfast_r101_4x16x1_256e_kinetics400_rgb_20210218-d8b58813.pth",
+        8,
+        101,
+        50,
+        76.69,
+        93.07,
+    ),
+    _mmaction2(
+        "mmaction2_slowfast_r152_r50_4x16",
+        "slowfast_r152_4x16x1_256e_kinetics400_rgb/slowfast_r152_4x16x1_256e_kinetics400_rgb_20210122-bdeb6b87.pth",
+        8,
+        152,
+        50,
+        77.13,
+        93.20,
+    ),
+    # PaddleVideo's model zoo (docs/en/model_zoo/recognition/slowfast.md): configs slowfast.yaml (4x16, tested at
+    # short side 256 with 256 crops) and slowfast_multigrid.yaml (8x8, short side 224, 224 crops).
+    _toolbox_slowfast(
+        "paddlevideo_slowfast_4x16",
+        f"{_PADDLEVIDEO_ZOO}/SlowFast.pdparams",
+        ClipSpec(32, 2, 256, 256, alpha=8, recipe=PADDLEVIDEO),
+        Accuracy(74.35, 91.33, _PADDLEVIDEO_PROTOCOL),
+        "pytorchvideo.models.slowfast:create_slowfast",
+        {**_FUSION_4X16, **_SOFTMAX_HEAD},
+        output=_PROBABILITIES,
+    ),
+    _toolbox_slowfast(
+        "paddlevideo_slowfast_8x8",
+        f"{_PADDLEVIDEO_ZOO}/SlowFast_8*8.pdparams",
+        ClipSpec(32, 2, 224, 224, alpha=4, recipe=PADDLEVIDEO),
+        Accuracy(75.84, 92.33, _PADDLEVIDEO_PROTOCOL),
+        "pytorchvideo.models.slowfast:create_slowfast",
+        {"head_pool": nn.AdaptiveAvgPool3d, "head_output_size": ((1, 1, 1), (1, 1, 1)), **_SOFTMAX_HEAD},
+        output=_PROBABILITIES,
+    ),
+    # PySlowFast's model zoo (MODEL_ZOO.md, Kinetics/c2 configs): the Caffe2 .pkl files; their .pyth forms load
+    # too. SLOWFAST_16x8_R101_50_50 is "coming soon" there: its checkpoint and figures are PyTorchVideo's zoo's.
+    _toolbox_slowfast(
+        "pyslowfast_slowfast_8x8_r50",
+        f"{_PYSLOWFAST_ZOO}/SLOWFAST_8x8_R50.pkl",
+        ClipSpec(32, 2, 256, 256, alpha=4, recipe=PYSLOWFAST),
+        Accuracy(77.0, 92.6, _PYSLOWFAST_PROTOCOL),
+        "pytorchvideo.models.hub:slowfast_r50",
+        _SOFTMAX_HEAD,
+        output=_PROBABILITIES,
+    ),
+    _toolbox_slowfast(
+        "pyslowfast_slowfast_4x16_r50",
+        f"{_PYSLOWFAST_ZOO}/SLOWFAST_4x16_R50.pkl",
+        ClipSpec(32, 2, 256, 256, alpha=8, recipe=PYSLOWFAST),
+        Accuracy(75.6, 92.0, _PYSLOWFAST_PROTOCOL),
+        "pytorchvideo.models.slowfast:create_slowfast",
+        {**_FUSION_4X16, **_SOFTMAX_HEAD},
+        output=_PROBABILITIES,
+    ),
+    _toolbox_slowfast(
+        "pyslowfast_slowfast_16x8_r101_50_50",
+        f"{MODEL_ZOO}/kinetics/SLOWFAST_16x8_R101_50_50.pyth",
+        ClipSpec(64, 2, 256, 256, alpha=4, recipe=PYSLOWFAST),
+        Accuracy(78.70, 93.61, "10 clips x 3 crops (PyTorchVideo model zoo)"),
+        "pytorchvideo.models.hub:slowfast_16x8_r101_50_50",
+        _SOFTMAX_HEAD,
+        output=_PROBABILITIES,
+    ),
+)
+
 
 # Figures: PyTorchVideo model zoo (docs/source/model_zoo.md), Kinetics-400 top-1/top-5 with 10 x 3 views.
 REGISTRY: dict[str, ModelSpec] = {
@@ -232,6 +406,7 @@ REGISTRY: dict[str, ModelSpec] = {
                 "head_output_size": ((1, 1, 1), (1, 1, 1)),
             },
         ),
+        *TOOLBOX_MODELS,
     )
 }
 
@@ -310,42 +485,28 @@ class Weights:
 
 
 def load_checkpoint(path: str | Path) -> Weights:
-    """Reads an official-format checkpoint (``{"model_state": state_dict, ...}``) or a bare state dict.
+    """Reads a checkpoint of any format :mod:`handler.checkpoints` recognises, converted to PyTorchVideo's names and
+    layouts: the official format (``{"model_state": state_dict, ...}``), a bare state dict, or a toolbox's own file.
 
-    The file is loaded with ``weights_only=True``: tensors and plain containers only, never arbitrary pickled
-    objects. Raises ``ValueError`` with the reason when the file is not such a checkpoint.
+    Nothing in the file is executed (``weights_only`` torch loading, a data-only pickle reader); no architecture
+    check (:func:`load_model` does that). Raises ``ValueError`` (``CheckpointError``) saying why a file is refused.
     """
-    path = Path(path)
-    data = path.read_bytes()
-    try:
-        checkpoint = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises several types for non-checkpoint bytes; all mean the same here.
-        raise ValueError(
-            f"{path} is not a loadable PyTorch checkpoint ({type(e).__name__}: {e}). Expected an official "
-            "PyTorchVideo .pyth file (a dict with 'model_state') saved by torch.save."
-        ) from e
-    if isinstance(checkpoint, dict) and "model_state" in checkpoint:
-        state_dict = checkpoint["model_state"]
-    elif isinstance(checkpoint, dict) and checkpoint and all(isinstance(v, torch.Tensor) for v in checkpoint.values()):
-        state_dict = checkpoint
-    else:
-        keys = list(checkpoint)[:8] if isinstance(checkpoint, dict) else type(checkpoint).__name__
-        raise ValueError(f"{path} holds no 'model_state' entry and is not a state dict (found: {keys})")
-    if checkpoint.get("random_init") is True:
-        description = RANDOM_INIT
-    else:
-        description = f"{path.name} sha256:{hashlib.sha256(data).hexdigest()[:12]}"
-    return Weights(state_dict=state_dict, description=description, num_classes=_head_rows(state_dict, path))
+    from handler.checkpoints import load_checkpoint as read  # handler.checkpoints imports this module
+
+    return read(path)
 
 
 def load_model(spec: ModelSpec, checkpoint: str | Path) -> tuple[nn.Module, Weights]:
-    """Builds ``spec``'s network and loads ``checkpoint`` into it strictly (every key, every shape)."""
-    weights = load_checkpoint(checkpoint)
+    """Builds ``spec``'s network and loads ``checkpoint`` into it strictly (every key, every shape), converting a
+    toolbox's file of ``spec.checkpoint_layout`` first (:func:`handler.checkpoints.load_weights`)."""
+    from handler.checkpoints import CheckpointError, load_weights  # handler.checkpoints imports this module
+
+    weights = load_weights(checkpoint, spec)
     model = build_model(spec, num_classes=weights.num_classes)
     try:
         model.load_state_dict(weights.state_dict, strict=True)
     except RuntimeError as e:
-        raise ValueError(f"{checkpoint} does not fit the {spec.name} architecture: {e}") from e
+        raise CheckpointError(f"{checkpoint} does not fit the {spec.name} architecture: {e}") from e
     return model.eval(), weights
 
 
@@ -361,11 +522,3 @@ def save_random_checkpoint(spec: ModelSpec, path: str | Path, *, seed: int = 0, 
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"model_state": model.state_dict(), "random_init": True, "model": spec.name, "seed": seed}, path)
     return path
-
-
-def _head_rows(state_dict: dict[str, torch.Tensor], path: Path) -> int:
-    """Number of classes of the final linear layer (the last 2-D ``*.weight`` in the state dict)."""
-    matrices = [v for k, v in state_dict.items() if k.endswith(".weight") and v.dim() == 2]
-    if not matrices:
-        raise ValueError(f"{path} has no linear classifier weight; is it a video classification checkpoint?")
-    return int(matrices[-1].shape[0])

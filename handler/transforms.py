@@ -26,10 +26,13 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 import torch
+from PIL import Image
 
 from handler.models import ClipSpec
+from handler.recipes import CenterCrop, SlowFrames, ThreeCrop
 
 # Frames interpolated at once on the CPU: keeps the float intermediates of a chunk (8 x 512 x 512 x 3 x 4 B
 # = 25 MB for a 256 crop) within the last-level cache while leaving enough work for intra-op threads.
@@ -58,14 +61,31 @@ def short_side_size(height: int, width: int, size: int) -> tuple[int, int]:
     return size, int(math.floor((float(width) / height) * size))
 
 
-def center_crop_offsets(height: int, width: int, crop_size: int) -> tuple[int, int]:
-    """``(top, left)`` of a centered ``crop_size`` square, rounded as torchvision's ``CenterCropVideo``.
+def center_crop_offsets(height: int, width: int, crop_size: int, rule: CenterCrop = "round") -> tuple[int, int]:
+    """``(top, left)`` of a centered ``crop_size`` square, rounded by ``rule``: ``round`` as torchvision's
+    ``CenterCropVideo`` (the tutorial), ``floor`` as MMAction2's ``CenterCrop``, ``ceil`` as PySlowFast's and
+    PaddleVideo's middle crop.
 
     Python's ``round`` (half to even) is kept on purpose: 341 -> 256 gives left = round(42.5) = 42.
     """
     if height < crop_size or width < crop_size:
         raise ValueError(f"frame {height}x{width} is smaller than the crop {crop_size}")
-    return int(round((height - crop_size) / 2.0)), int(round((width - crop_size) / 2.0))
+    rounding = {"round": lambda x: int(round(x)), "floor": math.floor, "ceil": math.ceil}[rule]
+    return rounding((height - crop_size) / 2.0), rounding((width - crop_size) / 2.0)
+
+
+def three_crop_offsets(height: int, width: int, crop_size: int, index: int, rule: ThreeCrop) -> tuple[int, int]:
+    """``(top, left)`` of spatial view ``index`` (0: start, 1: middle, 2: end of the long side) of the multi-view
+    protocol: :func:`uniform_crop_offsets`, or MMAction2's ``ThreeCrop`` (``rule="mmaction2"``), whose step along
+    the long side is ``floor((L - S) / 2)`` and whose last crop starts at twice the step."""
+    if rule == "uniform_crop":
+        return uniform_crop_offsets(height, width, crop_size, index)
+    if index not in (0, 1, 2):
+        raise ValueError(f"spatial view index must be 0, 1 or 2, got {index}")
+    top, left = center_crop_offsets(height, width, crop_size, "floor")
+    if height > width:
+        return index * ((height - crop_size) // 2), left
+    return top, index * ((width - crop_size) // 2)
 
 
 def uniform_crop_offsets(height: int, width: int, crop_size: int, index: int) -> tuple[int, int]:
@@ -144,9 +164,9 @@ class ResizeCrop:
         new_h, new_w = short_side_size(height, width, side_size or clip.side_size)
         size = clip.crop_size
         if spatial_view is not None:
-            top, left = uniform_crop_offsets(new_h, new_w, size, spatial_view)
+            top, left = three_crop_offsets(new_h, new_w, size, spatial_view, clip.recipe.three_crop)
         elif crop_position is None:
-            top, left = center_crop_offsets(new_h, new_w, size)
+            top, left = center_crop_offsets(new_h, new_w, size, clip.recipe.center_crop)
         else:
             top, left = round(crop_position[0] * (new_h - size)), round(crop_position[1] * (new_w - size))
         rows, row_weights = _taps(height, new_h, top, size)
@@ -179,6 +199,54 @@ def _taps(in_size: int, out_size: int, start: int, count: int) -> tuple[torch.Te
     return (index[:count], None) if not bool(weight.any()) else (index, weight)
 
 
+def resize_for_recipe(
+    frames: Sequence[torch.Tensor], clip: ClipSpec, side_size: int | None = None
+) -> Sequence[torch.Tensor]:
+    """Scales the frames' short side to ``side_size`` (default ``clip.side_size``) with the library the recipe's
+    toolbox uses, where that is not torch's bilinear (which :class:`ResizeCrop` computes, only where the crop
+    reads, and is returned unchanged here):
+
+    - ``cv2_bilinear`` (MMAction2: ``mmcv.imresize`` -> ``cv2.resize(..., INTER_LINEAR)`` on uint8, the new size
+      ``int(side * scale + 0.5)`` from ``mmcv.rescale_size``);
+    - ``pil_bilinear`` (PaddleVideo ``JitterScale``: ``PIL.Image.resize(..., BILINEAR)``, the long side floored;
+      frames already at the size are kept).
+
+    The results are rounded to uint8 by those libraries, as in the toolboxes; a frame repeated in ``frames`` is
+    resized once and stays one object.
+
+    Args:
+        frames: ``(H, W, 3)`` uint8 RGB frames of one size.
+
+    Returns:
+        ``(H', W', 3)`` uint8 RGB frames whose short side is ``side_size``.
+    """
+    resize = clip.recipe.resize
+    if resize == "torch_bilinear":
+        return frames
+    side = side_size or clip.side_size
+    resized: dict[int, torch.Tensor] = {}
+    out = []
+    for frame in frames:
+        if id(frame) not in resized:
+            resized[id(frame)] = _resize_uint8(frame, side, resize)
+        out.append(resized[id(frame)])
+    return out
+
+
+def _resize_uint8(frame: torch.Tensor, side: int, resize: str) -> torch.Tensor:
+    height, width = int(frame.shape[0]), int(frame.shape[1])
+    image = frame.numpy()
+    if resize == "cv2_bilinear":
+        scale = side / min(height, width)  # mmcv.rescale_size with scale (inf, side)
+        size = (int(width * float(scale) + 0.5), int(height * float(scale) + 0.5))
+        return torch.from_numpy(cv2.resize(image, size, interpolation=cv2.INTER_LINEAR))
+    if min(height, width) == side:  # JitterScale returns the frames as they are
+        return frame
+    new_h, new_w = short_side_size(height, width, side)
+    resized = Image.fromarray(image).resize((new_w, new_h), Image.BILINEAR)  # an (H, W, 3) uint8 array is RGB
+    return torch.from_numpy(np.asarray(resized).copy())
+
+
 def gather_frames(frames: Sequence[torch.Tensor], plan: ResizeCrop, *, pin_memory: bool = False) -> torch.Tensor:
     """:meth:`ResizeCrop.gather` of every frame, stacked: ``(T, R, C, 3)`` uint8 on the CPU (page-locked with
     ``pin_memory``, for a non-blocking copy to a GPU). A frame object repeated in ``frames`` is gathered once.
@@ -205,18 +273,21 @@ def finish(gathered: torch.Tensor, plan: ResizeCrop, clip: ClipSpec, *, flip: bo
         flip: mirror the result horizontally (a training augmentation).
 
     Returns:
-        ``(3, T, S, S)`` float32 on ``gathered``'s device: ``(x / 255 - mean) / std``.
+        ``(3, T, S, S)`` float32 on ``gathered``'s device: ``(x / pixel_scale - mean) / std`` (``pixel_scale``: 255
+        for mean/std on [0, 1], 1 for mean/std on [0, 255]; ``clip.recipe``).
     """
-    num_frames, size = gathered.shape[0], plan.size
+    num_frames, size, scale = gathered.shape[0], plan.size, clip.recipe.pixel_scale
     mean = torch.tensor(clip.mean, dtype=torch.float32, device=gathered.device).view(3, 1, 1, 1)
     std = torch.tensor(clip.std, dtype=torch.float32, device=gathered.device).view(3, 1, 1, 1)
     out = torch.empty((3, num_frames, size, size), dtype=torch.float32, device=gathered.device)
     chunk = _CHUNK_FRAMES if gathered.device.type == "cpu" else num_frames
     for start in range(0, num_frames, chunk):
-        # (t, S, S, 3) => (3, t, S, S), then the tutorial's order: /255, - mean, / std.
+        # (t, S, S, 3) => (3, t, S, S), then the toolboxes' order: / 255 (where on [0, 1]), - mean, / std.
         part = out[:, start : start + chunk]
         part.copy_(plan.interpolate(gathered[start : start + chunk]).permute(3, 0, 1, 2))
-        part.div_(255.0).sub_(mean).div_(std)
+        if scale != 1:
+            part.div_(scale)
+        part.sub_(mean).div_(std)
     return out.flip(-1) if flip else out
 
 
@@ -244,6 +315,7 @@ def preprocess_frames(
     Returns:
         ``(3, T, crop_size, crop_size)`` float32, normalised: ``(x / 255 - mean) / std``.
     """
+    frames = resize_for_recipe(list(frames), clip, side_size)
     plan = plan_for(frames, clip, side_size=side_size, crop_position=crop_position)
     return finish(gather_frames(frames, plan), plan, clip, flip=flip)
 
@@ -272,25 +344,33 @@ def plan_for(
     return ResizeCrop.for_frame(height, width, clip, **placement)
 
 
-def model_inputs(batch: torch.Tensor, alpha: int | None) -> torch.Tensor | list[torch.Tensor]:
+def model_inputs(batch: torch.Tensor, clip: ClipSpec) -> torch.Tensor | list[torch.Tensor]:
     """What the model's forward takes for a ``(N, 3, T, S, S)`` clip batch: the batch itself for a one-pathway
-    model (``alpha`` is ``None``), ``[slow, fast]`` (:func:`pack_pathways`) for SlowFast.
+    model (``clip.alpha`` is ``None``), ``[slow, fast]`` (:func:`pack_pathways`) for SlowFast.
     """
-    return batch if alpha is None else pack_pathways(batch, alpha)
+    return batch if clip.alpha is None else pack_pathways(batch, clip.alpha, clip.recipe.slow_frames)
 
 
-def pack_pathways(batch: torch.Tensor, alpha: int) -> list[torch.Tensor]:
+def slow_indices(num_frames: int, alpha: int, rule: SlowFrames = "linspace") -> torch.Tensor:
+    """The fast-clip frames the slow pathway sees: ``linspace(0, T - 1, T // alpha)`` truncated (the tutorial's
+    ``PackPathway``, PySlowFast, PaddleVideo) or every ``alpha``-th frame from the first (``stride``: MMAction2,
+    whose backbone subsamples with nearest interpolation). int64, shape ``(T // alpha,)``."""
+    if rule == "stride":
+        return torch.arange(0, num_frames, alpha)[: num_frames // alpha]
+    return torch.linspace(0, num_frames - 1, num_frames // alpha).long()
+
+
+def pack_pathways(batch: torch.Tensor, alpha: int, rule: SlowFrames = "linspace") -> list[torch.Tensor]:
     """Splits a clip batch into SlowFast's ``[slow, fast]`` input list.
 
     Args:
         batch: ``(N, C, T, H, W)`` float clips.
         alpha: SlowFast's frame ratio between the fast and the slow pathway.
+        rule: how the slow frames are chosen (:func:`slow_indices`).
 
     Returns:
-        ``[slow, fast]``: ``slow`` is ``(N, C, T // alpha, H, W)``, the frames at ``linspace(0, T - 1, T // alpha)``
-        (the tutorial's ``PackPathway``); ``fast`` is ``batch`` itself. Build a new list for every forward:
-        hub models mutate the list they are given.
+        ``[slow, fast]``: ``slow`` is ``(N, C, T // alpha, H, W)``, the frames at :func:`slow_indices`; ``fast`` is
+        ``batch`` itself. Build a new list for every forward: hub models mutate the list they are given.
     """
-    num_frames = batch.shape[2]
-    slow_index = torch.linspace(0, num_frames - 1, num_frames // alpha).long().to(batch.device)
+    slow_index = slow_indices(batch.shape[2], alpha, rule).to(batch.device)
     return [torch.index_select(batch, 2, slow_index), batch]

@@ -14,6 +14,11 @@ Examples:
 
 With ``--inference export=torchscript|aoti`` the serialized file is the exported network instead of the
 checkpoint (scripts/export_model.py builds it, on ``--export-device``, and checks it against eager first).
+
+A toolbox's own file (an MMAction2 ``.pth``, a PaddleVideo ``.pdparams``, a PySlowFast ``.pyth`` or Caffe2 ``.pkl``)
+is taken as downloaded for the registry entries serving that toolbox's checkpoints: it is recognised and converted
+here (handler/checkpoints.py), and the archive holds the converted file, ``{"model_state": ..., "source": {...}}``,
+whose responses name the original file; the build record notes the conversion.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ sys.path.insert(0, str(REPO))  # `handler` is a directory of this checkout, not 
 import torch  # noqa: E402
 from export_model import default_device, export_checkpoint  # noqa: E402
 
+from handler.checkpoints import archive_checkpoint  # noqa: E402
 from handler.decode import DecodeLimits  # noqa: E402
 from handler.errors import RequestError  # noqa: E402
 from handler.export import SUFFIXES  # noqa: E402
@@ -89,6 +95,7 @@ class BuildRecord:
     inference: dict = field(default_factory=dict)
     version: str = ""  # the handler package's content hash (handler_version()) inside the archive
     export: dict = field(default_factory=dict)  # export_model.ExportReport of an exported network
+    conversion: dict = field(default_factory=dict)  # a toolbox's file converted at build time: its source record
 
     @staticmethod
     def path_for(name: str, model_store: Path) -> Path:
@@ -168,7 +175,8 @@ def build_archive(
 
     Args:
         model: registry name.
-        checkpoint: official-format checkpoint; ``None`` builds a random-init one (tests and benchmarks only).
+        checkpoint: official-format checkpoint, or the toolbox's own file for an entry serving that toolbox's
+            checkpoints (converted here); ``None`` builds a random-init one (tests and benchmarks only).
         labels: label file (any format :func:`handler.labels.read_labels` reads); default: the model's label set.
         name: TorchServe model name and archive file name; default: ``model``.
         model_store: output directory.
@@ -196,14 +204,16 @@ def build_archive(
         if checkpoint is None:
             checkpoint = save_random_checkpoint(spec, staging / f"{model}-random-init.pyth")
         class_names = read_labels(labels) if labels else label_set(spec.labels)
-        serialized, report = Path(checkpoint), None
+        # A toolbox's own file is converted once, here: the worker then loads a plain weights_only torch file.
+        shipped, conversion = archive_checkpoint(checkpoint, spec, staging)
+        serialized, report = shipped, None
         if inference.export == "eager":
             checking = InferenceOptions(channels_last=False, warmup=False, decode_workers=1)  # load and check only
-            weights = VideoClassifier.load(spec, checkpoint, class_names, torch.device("cpu"), options=checking).weights
+            weights = VideoClassifier.load(spec, shipped, class_names, torch.device("cpu"), options=checking).weights
         else:  # the export loads and checks the checkpoint itself: no second load
             serialized = staging / f"{name}{SUFFIXES[inference.export]}"
             device = export_device or default_device()
-            report = export_checkpoint(spec, Path(checkpoint), class_names, inference, device, serialized)
+            report = export_checkpoint(spec, shipped, class_names, inference, device, serialized)
             weights = report.weights
             print(report.summary(), file=sys.stderr)
 
@@ -211,7 +221,7 @@ def build_archive(
         shutil.copytree(REPO / "handler", extra / "handler", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
         settings = HandlerSettings(
             model=model,
-            checkpoint=Path(checkpoint),
+            checkpoint=shipped,
             labels=extra / "labels.json",
             top_k=top_k,
             views=views,
@@ -239,6 +249,7 @@ def build_archive(
             inference=asdict(inference),
             version=handler_version(),
             export={**asdict(report), "path": serialized.name} if report else {},
+            conversion={**conversion.source, "archived_as": shipped.name} if conversion else {},
         )
     BuildRecord.path_for(name, model_store).write_text(json.dumps(asdict(record), indent=2) + "\n")
     return model_store / f"{name}.mar"
@@ -328,7 +339,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, choices=sorted(REGISTRY), help="registry model name")
     weights = parser.add_mutually_exclusive_group(required=True)
-    weights.add_argument("--checkpoint", type=Path, help="official-format checkpoint (.pyth with 'model_state')")
+    weights.add_argument(
+        "--checkpoint",
+        type=Path,
+        help="official-format checkpoint (.pyth with 'model_state'), or a toolbox entry's own file as downloaded",
+    )
     weights.add_argument(
         "--random-init", action="store_true", help="random weights, for tests and benchmarks only (marked in responses)"
     )

@@ -109,7 +109,7 @@ def export_checkpoint(
         fold_batchnorm=options.fold_batchnorm,
         torch_version=torch.__version__,
     )
-    example = as_pathways(model_inputs(example_clips(spec, 2).to(device), spec.clip.alpha), metadata.channels_last)
+    example = as_pathways(model_inputs(example_clips(spec, 2).to(device), spec.clip), metadata.channels_last)
     started = time.perf_counter()
     export_network(eager.model, example, metadata, output)
     seconds = time.perf_counter() - started

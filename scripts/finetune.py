@@ -45,7 +45,7 @@ from tqdm import tqdm  # noqa: E402
 from handler.decode import decode_model_clip, probe  # noqa: E402
 from handler.errors import RequestError  # noqa: E402
 from handler.labels import save_labels  # noqa: E402
-from handler.models import REGISTRY, ModelSpec, build_model, get_spec, load_checkpoint  # noqa: E402
+from handler.models import REGISTRY, ClipSpec, ModelSpec, build_model, get_spec, load_checkpoint  # noqa: E402
 from handler.transforms import model_inputs, preprocess_frames  # noqa: E402
 
 VIDEO_SUFFIXES = {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".flv", ".ogv", ".gif"}
@@ -247,20 +247,20 @@ def plain_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     return state
 
 
-def forward(model: nn.Module, clips: torch.Tensor, alpha: int | None, device: torch.device) -> torch.Tensor:
+def forward(model: nn.Module, clips: torch.Tensor, clip: ClipSpec, device: torch.device) -> torch.Tensor:
     """Logits ``(B, classes)`` for a batch of clips ``(B, 3, T, crop, crop)`` float32, moved to ``device``."""
     clips = clips.to(device, non_blocking=True)
-    return model(model_inputs(clips, alpha))
+    return model(model_inputs(clips, clip))
 
 
-def evaluate(model: nn.Module, loader: DataLoader, alpha: int | None, device: torch.device) -> tuple[float, float]:
+def evaluate(model: nn.Module, loader: DataLoader, clip: ClipSpec, device: torch.device) -> tuple[float, float]:
     """Top-1 accuracy in [0, 1] and mean cross-entropy (no label smoothing)."""
     model.eval()
     correct = total = 0
     loss_sum = 0.0
     with torch.inference_mode():
         for clips, labels in loader:
-            logits = forward(model, clips, alpha, device).float().cpu()
+            logits = forward(model, clips, clip, device).float().cpu()
             correct += int((logits.argmax(1) == labels).sum())
             loss_sum += float(nn.functional.cross_entropy(logits, labels, reduction="sum"))
             total += len(labels)
@@ -316,7 +316,6 @@ def train(args: argparse.Namespace) -> dict:
     history: list[dict] = []
     best = (-1.0, math.inf)  # (validation accuracy, validation loss) of the saved epoch
     best_epoch = 0
-    alpha = spec.clip.alpha
     for epoch in range(1, args.epochs + 1):
         set_training_mode(model, args.train_layers, args.freeze_bn)
         correct = seen = 0
@@ -324,7 +323,7 @@ def train(args: argparse.Namespace) -> dict:
         bar = tqdm(train_loader, desc=f"epoch {epoch}/{args.epochs}", unit="batch", leave=False)
         for clips, labels in bar:
             labels = labels.to(device, non_blocking=True)
-            logits = forward(model, clips, alpha, device)
+            logits = forward(model, clips, spec.clip, device)
             loss = loss_fn(logits, labels)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -334,7 +333,7 @@ def train(args: argparse.Namespace) -> dict:
             correct += int((logits.argmax(1) == labels).sum())
             seen += len(labels)
             bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
-        val_accuracy, val_loss = evaluate(model, val_loader, alpha, device)
+        val_accuracy, val_loss = evaluate(model, val_loader, spec.clip, device)
         record = {
             "epoch": epoch,
             "train_loss": round(loss_sum / max(seen, 1), 4),

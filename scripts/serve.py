@@ -160,7 +160,12 @@ def main(argv: list[str] | None = None) -> int:
     start_parser = commands.add_parser("start", help="build what is missing, start TorchServe, wait for the model")
     start_parser.add_argument("--model", default="slowfast_r50", choices=sorted(REGISTRY), help="registry model")
     weights = start_parser.add_mutually_exclusive_group()
-    weights.add_argument("--checkpoint", type=Path, help="official-format checkpoint (.pyth)")
+    weights.add_argument(
+        "--checkpoint",
+        type=Path,
+        help="the model's checkpoint: a PyTorchVideo .pyth, or for a toolbox entry its toolbox's own file "
+        "(converted when the archive is built)",
+    )
     weights.add_argument("--random-init", action="store_true", help="random weights (plumbing tests only)")
     start_parser.add_argument("--labels", type=Path, help="label file (default: the model's label set)")
     start_parser.add_argument("--name", help="served model name (default: the model name)")

@@ -172,7 +172,7 @@ def test_folding_keeps_the_function(name: str) -> None:
             module.bias.data.uniform_(-0.3, 0.3)
     clips = torch.randn(2, 3, spec.clip.num_frames, spec.clip.crop_size, spec.clip.crop_size)
     with torch.inference_mode():
-        expected = model(model_inputs(clips, spec.clip.alpha))
+        expected = model(model_inputs(clips, spec.clip))
         fold_batch_norms(model)
-        folded = model(model_inputs(clips, spec.clip.alpha))
+        folded = model(model_inputs(clips, spec.clip))
     assert (folded - expected).abs().max() <= 1e-4 * expected.abs().max()
