@@ -24,8 +24,9 @@ from __future__ import annotations
 import io
 import math
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 
 import av
 import numpy as np
@@ -210,20 +211,47 @@ def decode_clips(
 
 
 def _decode_window(data: bytes, start_sec: float, end_sec: float, num_samples: int, budget: _Budget) -> DecodedClip:
+    info, window, scan, seek = _scan_from(data, budget, lambda stream: _window_pts(stream, start_sec, end_sec))
+    if not scan.pts:
+        raise _empty_window_error(scan, start_sec, end_sec)
+    keep = uniform_temporal_indices(len(scan.pts), num_samples)
+    return _clip_from_scan(data, scan, window, keep, budget, info, seek=seek, start_sec=start_sec, end_sec=end_sec)
+
+
+def _scan_from(
+    data: bytes, budget: _Budget, window_of: Callable[[av.video.stream.VideoStream], _Window]
+) -> tuple[VideoInfo, _Window, _Scan, bool]:
+    """Opens the video, computes the window from its stream and scans it (seeking to it when it does not start
+    at the stream start, and decoding from the beginning when the seek lands too late). Returns the stream's
+    info, the window, the scan and whether the scan sought."""
     with _open(data, budget.threads) as container:
         stream = container.streams.video[0]
         info = _video_info(container, stream)
         budget.check_size(info.width, info.height)  # before decoding: the header already says
-        window = _window_pts(stream, start_sec, end_sec)
-        seek = start_sec > 0
+        window = window_of(stream)
+        seek = window.start_pts > (stream.start_time or 0)
         scan = _scan_window(container, stream, window, seek=seek, budget=budget)
     if scan.overshot:  # the seek landed after the window start: decode from the beginning instead
         seek = False
         scan = _rescan(data, window, seek=seek, budget=budget)
-    if not scan.pts:
-        raise _empty_window_error(scan, start_sec, end_sec)
-    keep = uniform_temporal_indices(len(scan.pts), num_samples)
-    if scan.frames is None:  # too large to hold: decode the window again, keeping only the frames picked
+    return info, window, scan, seek
+
+
+def _clip_from_scan(
+    data: bytes,
+    scan: _Scan,
+    window: _Window,
+    keep: torch.Tensor,
+    budget: _Budget,
+    info: VideoInfo,
+    *,
+    seek: bool,
+    start_sec: float,
+    end_sec: float,
+) -> DecodedClip:
+    """The frames ``keep`` (indices into ``scan.pts``) of a scanned window, converted to RGB (the window is decoded
+    again, keeping only those frames, when it was too large to hold)."""
+    if scan.frames is None:
         scan = _rescan(data, window, seek=seek, budget=budget, wanted={scan.pts[i] for i in keep.tolist()})
     frames, rotation = _to_rgb([scan.frames.get(pts) for pts in scan.pts], keep)
     return DecodedClip(
@@ -235,6 +263,235 @@ def _decode_window(data: bytes, start_sec: float, end_sec: float, num_samples: i
         decoded_frames=budget.frames,
         rotation=rotation,
     )
+
+
+@dataclass(frozen=True)
+class StreamTiming:
+    """The first video stream's timing as its container declares it (what the toolboxes' samplers read).
+
+    Attributes:
+        time_base: seconds per pts unit.
+        start_time: pts of the stream start (0 when the container does not say).
+        duration: the stream's duration in pts units, ``None`` when not declared.
+        frames: the stream header's frame count (0 when not declared, e.g. in mkv/webm).
+        fps: average frame rate, ``None`` when unknown.
+    """
+
+    time_base: Fraction
+    start_time: int
+    duration: int | None
+    frames: int
+    fps: float | None
+
+    def pts(self, seconds: float) -> int:
+        """The pts ``seconds`` after the stream start, rounded up as :func:`decode_clip` rounds a window start."""
+        return math.ceil(seconds / self.time_base) + self.start_time
+
+    def seconds(self, pts: float) -> float:
+        """Seconds from the stream start to ``pts``."""
+        return float((pts - self.start_time) * self.time_base)
+
+
+def stream_timing(data: bytes) -> StreamTiming:
+    """The video stream's :class:`StreamTiming`, from the container header (no decoding).
+
+    Raises:
+        RequestError: 400 as :func:`probe`, or when the stream has no time base.
+    """
+    with _open(data) as container:
+        stream = container.streams.video[0]
+        if stream.time_base is None:
+            raise bad_request("InvalidVideo", "the video stream has no time base; remux it (e.g. to mp4) and retry")
+        return StreamTiming(
+            time_base=stream.time_base,
+            start_time=stream.start_time or 0,
+            duration=stream.duration,
+            frames=stream.frames,
+            fps=float(stream.average_rate) if stream.average_rate else None,
+        )
+
+
+def count_packets(data: bytes, limits: DecodeLimits | None = None) -> int:
+    """The number of frames the container holds for the first video stream as a demuxer counts them: its
+    non-empty packets, read without decoding. This is decord's ``len(VideoReader)``, the frame count by which
+    MMAction2's and PaddleVideo's samplers place clips; it can exceed what decodes (an edit list that hides
+    leading frames, a truncated file).
+
+    Raises:
+        RequestError: 400 as :func:`probe`; 413 past ``max_decoded_frames`` packets (as many as frames).
+    """
+    limit = (limits or DecodeLimits()).max_decoded_frames * 4  # demuxing costs a fraction of decoding
+    count = 0
+    with _open(data) as container:
+        for packet in container.demux(container.streams.video[0]):
+            count += packet.size > 0
+            if count > limit:
+                raise RequestError(
+                    413,
+                    "DecodeLimitExceeded",
+                    f"the video has more than {limit} frames; send a shorter excerpt around the moment",
+                )
+    return count
+
+
+def decode_pts_clips(
+    data: bytes,
+    windows: Sequence[tuple[float, float]],
+    picks: Sequence[Callable[[int], torch.Tensor]],
+    *,
+    limits: DecodeLimits | None = None,
+    threads: int = 0,
+) -> list[DecodedClip]:
+    """Clips the way PySlowFast's PyAV decoder selects them (``slowfast/datasets/decoder.py``).
+
+    Args:
+        data: the encoded video.
+        windows: per clip, ``(start_pts, end_pts)`` in the stream's own timestamps (not offset by its start time,
+            as PySlowFast computes them); the clip's candidate frames are those with ``start_pts <= pts <=
+            end_pts`` plus the first frame decoded after ``end_pts``, de-duplicated by pts (the last decoded
+            wins) and sorted. ``(-inf, inf)`` is the whole video. Equal windows are decoded once.
+        picks: per clip, the candidates' count -> int64 indices of the frames to keep, in order.
+
+    Raises:
+        RequestError: as :func:`decode_clip`.
+    """
+    budget = _Budget(limits or DecodeLimits(), threads)
+    timing = stream_timing(data)
+    scanned: dict[tuple[float, float], tuple[VideoInfo, _Window, _Scan, bool]] = {}
+    clips = []
+    for (start_pts, end_pts), pick in zip(windows, picks, strict=True):
+        if (start_pts, end_pts) not in scanned:
+            window = _Window(start_pts=start_pts, end_pts=end_pts + 1, take_next=True)  # pts are integers
+            scanned[start_pts, end_pts] = _scan_from(data, budget, lambda _stream, window=window: window)
+        info, window, scan, seek = scanned[start_pts, end_pts]
+        if not scan.pts:
+            raise _empty_window_error(scan, timing.seconds(max(start_pts, timing.start_time)), timing.seconds(end_pts))
+        keep = pick(len(scan.pts))
+        first, last = scan.pts[int(keep[0])], scan.pts[int(keep[-1])]
+        clip = _clip_from_scan(
+            data,
+            scan,
+            window,
+            keep,
+            budget,
+            info,
+            seek=seek,
+            start_sec=timing.seconds(first),
+            end_sec=timing.seconds(last) + (1 / timing.fps if timing.fps else 0.0),
+        )
+        clips.append(clip)
+    return clips
+
+
+@dataclass(frozen=True)
+class IndexedView:
+    """One clip's frames by their position in decoder output order (MMAction2's and PaddleVideo's frame indices).
+
+    Either ``indices`` directly, or, with ``anchor_sec``, ``indices_from(i)`` where ``i`` is the position of the
+    first decoded frame whose timestamp is at or after ``anchor_sec`` (the clip's start).
+    """
+
+    indices: tuple[int, ...] = ()
+    anchor_sec: float | None = None
+    indices_from: Callable[[int], Sequence[int]] | None = None
+
+
+def decode_indexed_clips(
+    data: bytes,
+    views: Sequence[IndexedView],
+    *,
+    past_end: Callable[[int, int], int],
+    limits: DecodeLimits | None = None,
+    threads: int = 0,
+) -> list[DecodedClip]:
+    """The frames of each view by index in decoder output order, as decord (MMAction2's and PaddleVideo's
+    decoder) numbers them: the video is decoded from its start, once for all views, up to the last index any view
+    needs. A file whose frames come out of the decoder in another order than their timestamps (e.g. H.264 with
+    B-frames in AVI) is indexed as it comes out, as decord does.
+
+    Args:
+        data: the encoded video.
+        views: the clips.
+        past_end: ``(index, decoded_count) -> index`` for an index at or past the last decoded frame: a
+            replacement (the last frame is always available) or a raised :class:`RequestError`.
+
+    Raises:
+        RequestError: as :func:`decode_clip`; ``ClipOutOfRange`` when an ``anchor_sec`` is past the last frame.
+    """
+    budget = _Budget(limits or DecodeLimits(), threads)
+    timing = stream_timing(data)
+    resolved: list[list[int] | None] = [list(v.indices) if v.anchor_sec is None else None for v in views]
+    waiting = sorted((timing.pts(v.anchor_sec), k) for k, v in enumerate(views) if v.anchor_sec is not None)
+    needed = {i for indices in resolved if indices is not None for i in indices}
+    held: dict[int, av.VideoFrame] = {}
+    pts_of: dict[int, int] = {}
+    missed: set[int] = set()  # indices before a late anchor (wrapped around): decoded again below
+    last: tuple[int, av.VideoFrame] | None = None
+    count, max_pts = 0, -math.inf
+    with _open(data, budget.threads) as container:
+        stream = container.streams.video[0]
+        info = _video_info(container, stream)
+        budget.check_size(info.width, info.height)
+        for frame in _decode(container, stream, budget):
+            if frame.pts is None:
+                raise bad_request("InvalidVideo", "the video frames carry no timestamps; remux it (e.g. to mp4)")
+            index, count = count, count + 1
+            max_pts = max(max_pts, frame.pts)
+            while waiting and waiting[0][0] <= frame.pts:  # decode order: a later anchor may come first
+                k = waiting.pop(0)[1]
+                resolved[k] = list(views[k].indices_from(index))
+                missed |= {i for i in resolved[k] if i < index and i not in held}
+                needed |= set(resolved[k])
+            if index in needed:
+                held[index], pts_of[index] = frame, frame.pts
+            last = (index, frame)
+            if not waiting and index >= max(needed, default=-1):
+                break
+    if last is None:
+        raise bad_request("NoFrames", "the video stream has no decodable frame; check that the file plays")
+    if waiting:
+        start, end = views[waiting[0][1]].anchor_sec, timing.seconds(max_pts)
+        raise bad_request(
+            "ClipOutOfRange",
+            f"no frame at or after start_sec {start:.3f}s: the video's last frame is at {end:.3f}s; use a start_sec "
+            f"below {end:.3f}",
+        )
+    held.setdefault(last[0], last[1])
+    pts_of.setdefault(last[0], last[1].pts)
+    if missed:
+        _decode_prefix(data, missed, held, pts_of, budget)
+    clips = []
+    for indices in resolved:
+        # An index at or past `count` means the decoder ran out (the loop only stops early once all are held).
+        indices = [i if i < count else past_end(i, count) for i in indices]
+        distinct = sorted(set(indices))
+        keep = torch.tensor([distinct.index(i) for i in indices])
+        frames, rotation = _to_rgb([held[i] for i in distinct], keep)
+        clips.append(
+            DecodedClip(
+                frames=frames,
+                start_sec=timing.seconds(pts_of[indices[0]]),
+                end_sec=timing.seconds(pts_of[indices[-1]]) + (1 / timing.fps if timing.fps else 0.0),
+                source_frames=indices[-1] - indices[0] + 1,
+                info=info,
+                decoded_frames=budget.frames,
+                rotation=rotation,
+            )
+        )
+    return clips
+
+
+def _decode_prefix(
+    data: bytes, wanted: set[int], held: dict[int, av.VideoFrame], pts_of: dict[int, int], budget: _Budget
+) -> None:
+    """Decodes the video again from its start up to the largest ``wanted`` index, adding those frames to ``held``."""
+    with _open(data, budget.threads) as container:
+        stream = container.streams.video[0]
+        for index, frame in enumerate(_decode(container, stream, budget)):
+            if index in wanted:
+                held[index], pts_of[index] = frame, frame.pts
+            if index >= max(wanted):
+                break
 
 
 def decode_model_clip(
@@ -339,8 +596,12 @@ def _video_info(container: av.container.InputContainer, stream: av.video.stream.
 
 @dataclass(frozen=True)
 class _Window:
+    """Frames with ``start_pts <= pts < end_pts``; with ``take_next``, also the first frame decoded at or past
+    ``end_pts`` (PySlowFast's decoder keeps that one)."""
+
     start_pts: float
     end_pts: float
+    take_next: bool = False
 
 
 def _window_pts(stream: av.video.stream.VideoStream, start_sec: float, end_sec: float) -> _Window:
@@ -412,18 +673,19 @@ def _scan_window(
         if seek and last_pts is None and frame.pts > window.start_pts:
             return _OVERSHOT
         last_pts = frame.pts if last_pts is None else max(last_pts, frame.pts)
-        if frame.pts >= window.end_pts:
+        past_end = frame.pts >= window.end_pts
+        if past_end and not window.take_next:
             break
-        if frame.pts < window.start_pts:
-            continue
-        seen.add(frame.pts)
-        if held is None or (wanted is not None and frame.pts not in wanted):
-            continue
-        if frame.pts not in held:
-            held_bytes += sum(plane.buffer_size for plane in frame.planes)
-        held[frame.pts] = frame  # a repeated pts keeps the last frame, as get_clip does
-        if wanted is None and held_bytes > max_bytes:
-            held = None  # count the rest; the caller decodes the window again for the frames it picks
+        if frame.pts >= window.start_pts:
+            seen.add(frame.pts)
+            if held is not None and (wanted is None or frame.pts in wanted):
+                if frame.pts not in held:
+                    held_bytes += sum(plane.buffer_size for plane in frame.planes)
+                held[frame.pts] = frame  # a repeated pts keeps the last frame, as get_clip does
+                if wanted is None and held_bytes > max_bytes:
+                    held = None  # count the rest; the caller decodes the window again for the frames it picks
+        if past_end:
+            break  # the first frame past the end was kept (take_next)
     if seek and last_pts is None:
         return _OVERSHOT  # nothing decodable after the seek point
     last_sec = None if last_pts is None else _seconds(stream, last_pts)

@@ -28,12 +28,13 @@ from typing import Any, Literal
 
 import torch
 
-from handler.decode import DecodeLimits, VideoInfo, decode_clips, video_duration
+from handler.decode import DecodeLimits, VideoInfo, video_duration
 from handler.errors import RequestError
 from handler.export import EXPORT_FORMATS, ExportedModel, ExportFormat, load_exported
 from handler.models import ModelSpec, fold_batch_norms, load_model
 from handler.request import VideoRequest
-from handler.transforms import finish, gather_frames, model_inputs, plan_for
+from handler.sampling import sample_clips
+from handler.transforms import finish, gather_frames, model_inputs, plan_for, resize_for_recipe
 
 logger = logging.getLogger(__name__)
 
@@ -132,14 +133,6 @@ def select_device(gpu_id: int | None) -> torch.device:
     if gpu_id is not None and torch.cuda.is_available():
         return torch.device(f"cuda:{gpu_id}")
     return torch.device("cpu")
-
-
-def view_starts(duration_sec: float, clip_sec: float, start_sec: float, clips: int) -> list[float]:
-    """Starts of ``clips`` temporal views: PyTorchVideo's test protocol (``ConstantClipsPerVideoSampler``),
-    ``start + k * max(duration - start - clip, 0) / clips`` for k = 0 .. clips - 1 (the last view stops short of
-    the end, as there). One view is the clip at ``start_sec`` itself."""
-    span = max(duration_sec - start_sec - clip_sec, 0.0)
-    return [start_sec + k * span / clips for k in range(clips)]
 
 
 def timeline_starts(duration_sec: float, start_sec: float, stride_sec: float) -> list[float]:
@@ -265,29 +258,33 @@ class VideoClassifier:
         clip = self.spec.clip
         temporal, spatial = request.views
         started = time.perf_counter()
-        starts = [request.start_sec]
+        video, limits = request.video, self.limits
         if request.mode == "timeline":
             stride = self._stride(request)
-            starts = timeline_starts(video_duration(request.video), request.start_sec, stride)
-            if len(starts) > self.limits.max_timeline_windows:
+            starts = timeline_starts(video_duration(video), request.start_sec, stride)
+            if len(starts) > limits.max_timeline_windows:
                 raise RequestError(
                     413,
                     "TimelineTooLong",
                     f"the timeline needs {len(starts)} windows of {stride:g} s; this service classifies at most "
-                    f"{self.limits.max_timeline_windows} per request: use a larger stride_sec, or send the video in "
+                    f"{limits.max_timeline_windows} per request: use a larger stride_sec, or send the video in "
                     "parts (start_sec)",
                 )
+            placement: dict[str, Any] = {"starts": starts}
         elif temporal > 1:
-            starts = view_starts(video_duration(request.video), clip.duration_sec, request.start_sec, temporal)
-        windows = [(start, start + clip.duration_sec) for start in starts]
-        decoded = decode_clips(request.video, windows, num_samples=clip.num_frames, limits=self.limits, threads=threads)
+            placement = {"spread": temporal, "start_sec": request.start_sec}
+        else:
+            placement = {"starts": [request.start_sec]}
+        decoded = sample_clips(video, clip, **placement, limits=limits, threads=threads)
+        windows = [(view.start_sec, view.end_sec) for view in decoded]
         decoded_at = time.perf_counter()
-        crops = [None] if spatial == 1 else [0, 1, 2]  # None: the tutorial's center crop
+        crops = [None] if spatial == 1 else [0, 1, 2]  # None: the recipe's center crop
         tensors = []
         for view in decoded:
+            frames = resize_for_recipe(view.frames, clip)
             for crop in crops:
-                plan = plan_for(view.frames, clip, spatial_view=crop)
-                gathered = gather_frames(view.frames, plan, pin_memory=self.device.type == "cuda")
+                plan = plan_for(frames, clip, spatial_view=crop)
+                gathered = gather_frames(frames, plan, pin_memory=self.device.type == "cuda")
                 tensors.append(finish(gathered.to(self.device, non_blocking=True), plan, clip))
         first = decoded[0]
         return PreparedClip(
@@ -316,7 +313,7 @@ class VideoClassifier:
         if self.options.network_channels_last:
             batch = batch.contiguous(memory_format=torch.channels_last_3d)
         with self._autocast():
-            output = self.model(model_inputs(batch, self.spec.clip.alpha))
+            output = self.model(model_inputs(batch, self.spec.clip))
         return output.float().cpu()
 
     def probabilities(self, clips: torch.Tensor) -> torch.Tensor:

@@ -18,8 +18,9 @@ from handler.decode import DecodeLimits
 from handler.errors import RequestError
 from handler.labels import label_set
 from handler.models import get_spec
-from handler.pipeline import InferenceOptions, VideoClassifier, view_starts
+from handler.pipeline import InferenceOptions, VideoClassifier
 from handler.request import VideoRequest
+from handler.sampling import view_starts
 from handler.settings import inference_options
 from tests.videos import encode, moving_frames
 
