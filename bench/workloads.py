@@ -31,6 +31,15 @@ def make_workload(directory: Path, name: str, seconds: float = 10.0) -> Path:
     return path
 
 
+def _cpu_model() -> str | None:
+    """The CPU's model name from /proc/cpuinfo (Linux), where ``platform.processor()`` is usually empty."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return None
+    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), None)
+
+
 def machine() -> str:
     """The machine as the reports name it: architecture, CPU, cores this process may use, torch threads, and
     the GPU when there is one."""
@@ -40,7 +49,7 @@ def machine() -> str:
 
     from handler.pipeline import cpu_count
 
-    text = f"{platform.machine()}, {platform.processor() or 'cpu'}, {cpu_count()} cores, "
+    text = f"{platform.machine()}, {_cpu_model() or platform.processor() or 'cpu'}, {cpu_count()} cores, "
     text += f"{torch.get_num_threads()} torch threads"
     if torch.cuda.is_available():
         text += f", {torch.cuda.get_device_name()}"

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from handler.decode import DecodeLimits
-from handler.models import REGISTRY, ModelSpec
+from handler.models import REGISTRY, TOOLBOX_MODELS, ModelSpec
 from handler.pipeline import InferenceOptions
 from handler.request import DEFAULT_TOP_K, OPTIONS
 
@@ -35,14 +35,31 @@ def _model_row(spec: ModelSpec) -> str:
     )
 
 
+def _toolbox_row(spec: ModelSpec) -> str:
+    """A row of the table of other toolboxes' checkpoints (their accuracy protocol is said below the table)."""
+    clip = spec.clip
+    return (
+        f"| `{spec.name}` | {clip.recipe.title} | {clip.num_frames} × {clip.sampling_rate} "
+        f"| {clip.num_frames // clip.alpha} / {clip.num_frames} | {clip.side_size} / {clip.crop_size} "
+        f"| {spec.accuracy.top1:.2f} / {spec.accuracy.top5:.2f} | {FORWARD_MS[spec.name]:.0f} "
+        f"| `{spec.checkpoint_filename}` |"
+    )
+
+
+TOOLBOX_NAMES = {spec.name for spec in TOOLBOX_MODELS}
+
+
 @pytest.mark.parametrize("name", sorted(REGISTRY))
-def test_models_table_matches_the_registry(name: str) -> None:
-    assert _model_row(REGISTRY[name]) in README
+def test_models_tables_match_the_registry(name: str) -> None:
+    spec = REGISTRY[name]
+    assert (_toolbox_row(spec) if name in TOOLBOX_NAMES else _model_row(spec)) in README
 
 
-def test_models_table_lists_nothing_else() -> None:
-    rows = re.findall(r"^\| `(\w+)` \| \d+ × \d+ \|", README, flags=re.MULTILINE)
-    assert sorted(rows) == sorted(REGISTRY)
+def test_models_tables_list_nothing_else() -> None:
+    hub = re.findall(r"^\| `(\w+)` \| \d+ × \d+ \|", README, flags=re.MULTILINE)
+    toolbox = re.findall(r"^\| `(\w+)` \| (?:MMAction2|PaddleVideo|PySlowFast) \|", README, flags=re.MULTILINE)
+    assert sorted(hub) == sorted(set(REGISTRY) - TOOLBOX_NAMES)
+    assert sorted(toolbox) == sorted(TOOLBOX_NAMES)
 
 
 def test_demo_model_figures_match_its_training_record() -> None:
