@@ -149,7 +149,7 @@ def sample_clips(
     if spread is not None and start_sec > 0:
         raise bad_request(
             "InvalidOption",
-            f"the {clip.recipe.name} recipe spreads its {spread} clips over the whole video, as {clip.recipe.name} "
+            f"the {clip.recipe.name} recipe spreads its {spread} clips over the whole video, as {clip.recipe.title} "
             "tests; start_sec applies to single-clip requests and timelines: send start_sec=0, or views=1xK",
         )
     if sampler == "pts_linspace":
