@@ -17,6 +17,18 @@ from handler.models import get_spec, save_random_checkpoint
 from handler.pipeline import VideoClassifier
 from tests.toolboxes.reference import run_reference
 
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Cases marked ``toolbox_matrix`` (an hour and more of the toolboxes' own pipelines) run only when ``-m`` names
+    the marker, e.g. ``pytest -m toolbox_matrix tests/test_toolbox_parity.py``."""
+    if "toolbox_matrix" in (config.option.markexpr or ""):
+        return
+    left_out = [item for item in items if item.get_closest_marker("toolbox_matrix")]
+    if left_out:
+        config.hook.pytest_deselected(items=left_out)
+        items[:] = [item for item in items if not item.get_closest_marker("toolbox_matrix")]
+
+
 # A freshly initialised head gives nearly uniform probabilities (~1/400 each), where parity at 1e-5 would
 # prove little. Scaling the classifier layer spreads the logits so the top classes stand out.
 HEAD_SCALE = 40.0

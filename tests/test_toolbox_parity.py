@@ -20,14 +20,13 @@ codecs, among them H.264 with B-frames in AVI, whose timestamps come out of the 
 PaddleVideo index frames in decoder output order, PySlowFast sorts them by timestamp), and a WebM that declares
 no frame count or stream duration (PySlowFast then decodes the whole video and places its clips by index).
 
-The 10 x 3 protocol costs 30 forwards per side; by default it runs on one video per toolbox. The full matrix
-(every registry entry of the three toolboxes, every video, single view and 10 x 3) runs with
-``TOOLBOX_MATRIX=1`` (README, "Serving a checkpoint from MMAction2, PaddleVideo or PySlowFast").
+The 10 x 3 protocol costs 30 forwards per side; by default it runs on one video for one entry per toolbox. The
+rest of the matrix (every toolbox entry, every video, single view and 10 x 3) is marked ``toolbox_matrix`` and runs
+only when asked for: ``pytest -m toolbox_matrix tests/test_toolbox_parity.py`` (README, Tests).
 """
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -44,12 +43,11 @@ from tests.videos import moving_frames
 
 pytestmark = [pytest.mark.integration, pytest.mark.reference]
 
-FULL_MATRIX = os.environ.get("TOOLBOX_MATRIX") == "1"
-ENTRIES = (
-    [entry for entries in CONFIGS.values() for entry in entries]
-    if FULL_MATRIX
-    else ["mmaction2_slowfast_r50_4x16", "paddlevideo_slowfast_8x8", "pyslowfast_slowfast_4x16_r50"]
-)
+ENTRIES = [entry for entries in CONFIGS.values() for entry in entries]
+# What every `make test` runs; the rest of the matrix carries the opt-in marker `toolbox_matrix` (tests/conftest.py
+# leaves such cases out unless `-m` names it).
+DEFAULT_ENTRIES = ("mmaction2_slowfast_r50_4x16", "paddlevideo_slowfast_8x8", "pyslowfast_slowfast_4x16_r50")
+DEFAULT_MULTI_VIEW_VIDEO = "h264-25fps"
 TOLERANCE = 1e-4
 
 # name -> (frames, height, width, fps, ffmpeg output arguments, file suffix)
@@ -59,7 +57,17 @@ VIDEOS = {
     "h264-bframes-avi-30fps": (90, 300, 400, 30, ["-c:v", "libx264", "-bf", "3", "-pix_fmt", "yuv420p"], "avi"),
     "mpeg4-60fps": (150, 288, 352, 60, ["-c:v", "mpeg4", "-q:v", "3"], "mp4"),
 }
-MULTI_VIEW_VIDEOS = list(VIDEOS) if FULL_MATRIX else ["h264-25fps"]
+
+
+def cases(multi_view: bool) -> list:
+    """``(entry, video_name)`` for every entry and video; those beyond the default run are marked
+    ``toolbox_matrix``."""
+    params = []
+    for entry in ENTRIES:
+        for video in VIDEOS:
+            default = entry in DEFAULT_ENTRIES and (not multi_view or video == DEFAULT_MULTI_VIEW_VIDEO)
+            params.append(pytest.param(entry, video, marks=() if default else pytest.mark.toolbox_matrix))
+    return params
 
 
 def toolbox_of(entry: str) -> str:
@@ -83,10 +91,12 @@ def videos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="module")
-def native_checkpoints(toolbox_checkpoint: ToolboxCheckpoints) -> dict[str, Path]:
-    """Each entry's randomised model, saved by its toolbox's own code in the toolbox's native format (the session's
-    files, shared with tests/test_toolbox_models.py)."""
-    return {entry: toolbox_checkpoint(entry) for entry in ENTRIES}
+def native_checkpoints(toolbox_checkpoint: ToolboxCheckpoints, request: pytest.FixtureRequest) -> dict[str, Path]:
+    """Each entry this run tests: its randomised model, saved by its toolbox's own code in the toolbox's native format
+    (the session's files, shared with tests/test_toolbox_models.py)."""
+    module = request.node.path
+    selected = {item.callspec.params["entry"] for item in request.session.items if item.path == module}
+    return {entry: toolbox_checkpoint(entry) for entry in ENTRIES if entry in selected}
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +108,7 @@ def server(native_checkpoints: dict[str, Path], tmp_path_factory: pytest.TempPat
 
     store = tmp_path_factory.mktemp("toolbox-store")
     serving = ServingConfig(batch_size=1, response_timeout_s=900)
-    mars = [build_archive(entry, native_checkpoints[entry], model_store=store, serving=serving) for entry in ENTRIES]
+    mars = [build_archive(name, path, model_store=store, serving=serving) for name, path in native_checkpoints.items()]
     with running_torchserve(mars, tmp_path_factory.mktemp("ts")) as instance:
         yield instance
 
@@ -167,8 +177,7 @@ def single_view_start(entry: str, video: Path, view: dict) -> float | None:
 CENTRE = {"mmaction2": 2, "paddlevideo": 1, "pyslowfast": 1}  # the middle crop in each toolbox's crop order
 
 
-@pytest.mark.parametrize("video_name", MULTI_VIEW_VIDEOS)
-@pytest.mark.parametrize("entry", ENTRIES)
+@pytest.mark.parametrize(("entry", "video_name"), cases(multi_view=True))
 def test_10x3_equals_the_toolbox_protocol(entry: str, video_name: str, server, reference, videos) -> None:
     video = videos[video_name]
     theirs = reference(entry, video, 10, 3)
@@ -183,8 +192,7 @@ def test_10x3_equals_the_toolbox_protocol(entry: str, video_name: str, server, r
 
 
 # After the 10 x 3 runs: a single view of their video comes from the same reference run.
-@pytest.mark.parametrize("video_name", list(VIDEOS))
-@pytest.mark.parametrize("entry", ENTRIES)
+@pytest.mark.parametrize(("entry", "video_name"), cases(multi_view=False))
 def test_single_view_equals_the_toolbox(entry: str, video_name: str, server, reference, videos) -> None:
     video = videos[video_name]
     # MMAction2: a clip inside the video (start_sec > 0) and, where that start cannot be expressed as a time, the
@@ -192,7 +200,7 @@ def test_single_view_equals_the_toolbox(entry: str, video_name: str, server, ref
     candidates = (4, 0) if toolbox_of(entry) == "mmaction2" else (0,)
     checked = 0
     for t in candidates:
-        if checked and video_name not in MULTI_VIEW_VIDEOS:
+        if checked and video_name != DEFAULT_MULTI_VIEW_VIDEO:
             break  # one reference run per video beyond the 10 x 3 one
         theirs = reference(entry, video, 10, 3, (t, CENTRE[toolbox_of(entry)]))
         (view,) = theirs["views"]
