@@ -22,18 +22,20 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /opt/slowfast-serve
-COPY requirements.txt ./
-COPY scripts/install.sh scripts/grpc_stubs.py scripts/
+# install.sh installs the pinned stack and then this project's package (editable, from these files).
+COPY requirements.txt pyproject.toml config.properties ./
+COPY scripts/install.sh scripts/
+COPY handler handler
+COPY slowfast_serve slowfast_serve
 RUN PYTHON=python3.11 scripts/install.sh --venv /opt/slowfast-serve/venv
 ENV PATH="/opt/slowfast-serve/venv/bin:${PATH}" \
     PYTHONUNBUFFERED=1
-COPY handler handler
-COPY scripts scripts
-COPY config.properties ./
 
 # Inside the container the inference and metrics listeners take the published ports; the management API
-# stays on the container's loopback (scale workers with `docker exec ... python scripts/manage.py`).
-# allowed_urls admits only the image's model store (scripts/torchserve_ctl.py does the same outside Docker).
+# stays on the container's loopback (scale workers with
+# `docker exec <container> slowfast-serve scale slowfast_r50 --workers 2 --key-file /home/model-server/key_file.json`).
+# allowed_urls admits only the image's model store (slowfast_serve/server/torchserve.py does the same outside
+# Docker).
 RUN sed -e 's#^inference_address=http://127.0.0.1#inference_address=http://0.0.0.0#' \
         -e 's#^metrics_address=http://127.0.0.1#metrics_address=http://0.0.0.0#' \
         -e 's#^grpc_inference_address=127.0.0.1#grpc_inference_address=0.0.0.0#' \

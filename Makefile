@@ -1,5 +1,6 @@
 # Entry points. Every target does its own set-up: `.venv` is created and the pinned stack installed
-# (scripts/install.sh, the same script CI and the Dockerfile use) whenever the requirements change.
+# (scripts/install.sh, the same script CI and the Dockerfile use) whenever the requirements change. The targets
+# call the project's command line, .venv/bin/slowfast-serve (`slowfast-serve --help` lists all it does).
 #
 #   make serve [MODEL=slowfast_r50] [CHECKPOINT=path.pyth] [LABELS=labels.json] [NAME=name] [RANDOM_INIT=1] [MODEL_API=1]
 #              [LIMITS="max_decode_seconds=10 max_window_mb=256"] [INFERENCE="precision=bf16 decode_workers=2"]
@@ -19,6 +20,7 @@
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
+CLI := $(VENV)/bin/slowfast-serve
 STAMP := $(VENV)/.installed
 
 MODEL ?= slowfast_r50
@@ -46,57 +48,57 @@ DEMO_DATA ?= data/motion
 
 setup: $(STAMP)
 
-$(STAMP): requirements.txt requirements-dev.txt scripts/install.sh $(wildcard tests/toolboxes/requirements-*.txt)
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml scripts/install.sh $(wildcard tests/toolboxes/requirements-*.txt)
 	scripts/install.sh --venv $(VENV) --dev
 	touch $@
 
 serve: $(STAMP)
-	$(PY) scripts/serve.py start $(model_args) $(if $(filter 1 yes true,$(MODEL_API)),--enable-model-api)
+	$(CLI) serve $(model_args) $(if $(filter 1 yes true,$(MODEL_API)),--enable-model-api)
 
 models: $(STAMP)
-	$(PY) scripts/manage.py describe
+	$(CLI) models
 
 scale: $(STAMP)
-	$(PY) scripts/manage.py scale $(or $(NAME),$(MODEL)) --workers $(WORKERS)
+	$(CLI) scale $(or $(NAME),$(MODEL)) --workers $(WORKERS)
 
 stop: $(STAMP)
-	$(PY) scripts/serve.py stop
+	$(CLI) stop
 
 status: $(STAMP)
-	$(PY) scripts/serve.py status
+	$(CLI) status
 
 archive: $(STAMP)
-	$(PY) scripts/build_archive.py $(model_args)
+	$(CLI) archive $(model_args)
 
 download: $(STAMP)
-	$(PY) scripts/download_weights.py $(MODEL)
+	$(CLI) download $(MODEL)
 
 # The exact recipe of the committed models/motion_demo (seeds fixed; see models/motion_demo/training.json).
 train-demo: $(STAMP)
-	$(PY) scripts/motion_dataset.py $(DEMO_DATA)/train --per-class 96 --seed 0
-	$(PY) scripts/motion_dataset.py $(DEMO_DATA)/val --per-class 16 --seed 1
-	$(PY) scripts/finetune.py $(DEMO_DATA)/train --val $(DEMO_DATA)/val --model motion_demo \
+	$(CLI) motion-data $(DEMO_DATA)/train --per-class 96 --seed 0
+	$(CLI) motion-data $(DEMO_DATA)/val --per-class 16 --seed 1
+	$(CLI) finetune $(DEMO_DATA)/train --val $(DEMO_DATA)/val --model motion_demo \
 		--hflip models/motion_demo/hflip.json --motion-stem --optimizer adamw --lr 0.0015 --weight-decay 0.05 \
 		--epochs 12 --batch-size 16 --crop-jitter 0.3 --workers 1 --seed 0 --out models/motion_demo
 
 # Both benchmarks need ffmpeg (installed by `make setup`); the workloads are made with it. Ours runs with the
 # batch size measured best for a CPU (docs/performance.md), and once more with bf16 autocast.
 bench: bench-stages
-	$(PY) bench/serving.py --workloads 720p 1080p 256p --requests 12 --concurrency 4 --batch-size 2 \
+	$(PY) -m bench.serving --workloads 720p 1080p 256p --requests 12 --concurrency 4 --batch-size 2 \
 		--max-batch-delay 50 --also precision=bf16 --report docs/bench.md
 
 bench-models: $(STAMP)
-	$(PY) bench/models.py --repeats 3 --report docs/bench-models.md
+	$(PY) -m bench.models --repeats 3 --report docs/bench-models.md
 
 bench-export: $(STAMP)
-	$(PY) bench/export.py --batch-sizes 1 4 --repeats 3 --report docs/bench-export.md
+	$(PY) -m bench.export --batch-sizes 1 4 --repeats 3 --report docs/bench-export.md
 
 bench-stages: $(STAMP)
-	$(PY) bench/stages.py --model slowfast_r50 --repeats 5 --report docs/bench-stages.md
+	$(PY) -m bench.stages --model slowfast_r50 --repeats 5 --report docs/bench-stages.md
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check handler scripts tests bench
-	$(VENV)/bin/ruff format --check handler scripts tests bench
+	$(VENV)/bin/ruff check handler slowfast_serve tests bench
+	$(VENV)/bin/ruff format --check handler slowfast_serve tests bench
 
 test: lint
 	$(PY) -m pytest $(PYTEST_ARGS)

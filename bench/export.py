@@ -2,12 +2,12 @@
 """Exported networks against eager: forward time per batch size and output agreement, per model and format.
 
 Each model (random-init weights: speed does not depend on them) is exported to TorchScript and AOTInductor by
-``scripts/export_model.py`` (which checks every export against eager at batch sizes 1, 2, 3 and the largest),
+``slowfast-serve export`` (which checks every export against eager at batch sizes 1, 2, 3 and the largest),
 then eager and each export run the same random clips; the report gives the median forward time of ``--repeats``
 after a warm-up, the speed-up over eager, the export's build time and size, and the agreement.
 
 Example:
-    .venv/bin/python bench/export.py --models slowfast_r50 x3d_m --batch-sizes 1 4 --report docs/bench-export.md
+    .venv/bin/python -m bench.export --models slowfast_r50 x3d_m --batch-sizes 1 4 --report docs/bench-export.md
 """
 
 from __future__ import annotations
@@ -19,18 +19,15 @@ from dataclasses import asdict
 from importlib import metadata
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO), str(REPO / "scripts")]
+import torch
 
-import torch  # noqa: E402
-from export_model import default_device, example_clips, export_checkpoint  # noqa: E402
-
-from bench.stages import timed  # noqa: E402
-from bench.workloads import machine, publish  # noqa: E402
-from handler.export import SUFFIXES  # noqa: E402
-from handler.labels import label_set  # noqa: E402
-from handler.models import REGISTRY, get_spec, save_random_checkpoint  # noqa: E402
-from handler.pipeline import InferenceOptions, VideoClassifier  # noqa: E402
+from bench.stages import timed
+from bench.workloads import machine, publish
+from handler.export import SUFFIXES
+from handler.labels import label_set
+from handler.models import REGISTRY, get_spec, save_random_checkpoint
+from handler.pipeline import InferenceOptions, VideoClassifier
+from slowfast_serve.server.export import default_device, example_clips, export_checkpoint
 
 FORMATS = ("eager", "torchscript", "aoti")
 DEFAULT_MODELS = ["slowfast_r50", "x3d_m", "r2plus1d_r50"]
@@ -94,7 +91,7 @@ Machine: {report["machine"]}; device {report["device"]}; {versions}
 Network forward only (clips already on the device), fp32, default inference options (batch norms folded;
 channels_last_3d for eager and TorchScript, contiguous for AOTInductor: docs/export.md); random-init weights;
 median of {report["repeats"]} after a warm-up. Relative difference: largest |export - eager| over the outputs
-at the batch sizes scripts/export_model.py checks (1, 2, 3 and the export's largest), over the largest |eager|.
+at the batch sizes slowfast-serve export checks (1, 2, 3 and the export's largest), over the largest |eager|.
 
 | model | format | {heads} | export time, size | rel. diff | top-1 agreement |
 |---|---|{"---|" * len(report["batch_sizes"])}---|---|---|
@@ -120,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         "batch_sizes": [str(b) for b in args.batch_sizes],
         "models": rows,
     }
-    command = "bench/export.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = "python -m bench.export " + " ".join(argv if argv is not None else sys.argv[1:])
     publish(report, markdown(report, command), args.report)
     return 0
 

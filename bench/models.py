@@ -5,7 +5,7 @@ weights (speed does not depend on them). Median of ``--repeats`` after a warm-up
 table quotes these numbers (a test checks that it matches the committed report).
 
 Example:
-    .venv/bin/python bench/models.py --repeats 3 --report docs/bench-models.md
+    .venv/bin/python -m bench.models --repeats 3 --report docs/bench-models.md
 """
 
 from __future__ import annotations
@@ -16,15 +16,12 @@ from dataclasses import asdict
 from importlib import metadata
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO), str(REPO / "scripts")]
+import torch
 
-import torch  # noqa: E402
-
-from bench.stages import classifier_for, timed  # noqa: E402
-from bench.workloads import machine, publish  # noqa: E402
-from handler.models import REGISTRY, get_spec  # noqa: E402
-from handler.pipeline import InferenceOptions  # noqa: E402
+from bench.stages import classifier_for, timed
+from bench.workloads import machine, publish
+from handler.models import REGISTRY, get_spec
+from handler.pipeline import InferenceOptions
 
 
 def forward_ms(name: str, repeats: int) -> float:
@@ -56,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     versions = ", ".join(f"{k} {v}" for k, v in report["versions"].items())
     text = f"""# Model forward time on the CPU (batch 1)
 
-Command: `bench/models.py {" ".join(argv if argv is not None else sys.argv[1:])}`
+Command: `python -m bench.models {" ".join(argv if argv is not None else sys.argv[1:])}`
 Machine: {report["machine"]}; {versions}
 One clip of each model's clip spec, default inference options (fp32, batch norms folded, channels_last_3d),
 random-init weights; median of {args.repeats} after a warm-up forward.

@@ -17,7 +17,7 @@ Starts one TorchServe on free loopback ports serving both, then for every worklo
 Writes ``--report`` (Markdown) and a JSON beside it. Loopback only.
 
 Example:
-    .venv/bin/python bench/serving.py --workloads 720p 1080p 256p --requests 16 --report docs/bench.md
+    .venv/bin/python -m bench.serving --workloads 720p 1080p 256p --requests 16 --report docs/bench.md
 """
 
 from __future__ import annotations
@@ -35,19 +35,17 @@ from dataclasses import asdict
 from importlib import metadata
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO), str(REPO / "scripts")]
+import requests
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
-import requests  # noqa: E402
-import yaml  # noqa: E402
-from build_archive import ServingConfig, build_archive, parse_inference, run_archiver  # noqa: E402
-from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
-from torchserve_ctl import TorchServe, free_port_overrides  # noqa: E402
-
-from bench.workloads import WORKLOADS, describe, make_workload, publish  # noqa: E402
-from handler.labels import label_set  # noqa: E402
-from handler.models import get_spec, save_random_checkpoint  # noqa: E402
-from handler.pipeline import cpu_count  # noqa: E402
+from bench.workloads import WORKLOADS, describe, make_workload, publish
+from handler.labels import label_set
+from handler.models import get_spec, save_random_checkpoint
+from handler.pipeline import cpu_count
+from slowfast_serve.server import REPO
+from slowfast_serve.server.archive import ServingConfig, build_archive, parse_inference, run_archiver
+from slowfast_serve.server.torchserve import TorchServe, free_port_overrides
 
 MODEL = "slowfast_r50"  # the tutorial's model; the baseline handler is written for it
 STAGES = ("decode", "preprocess", "inference")
@@ -210,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--report", type=Path, help="write a Markdown report here (and JSON beside it)")
     args = parser.parse_args(argv)
     report = run(args)
-    text = markdown(report, "bench/serving.py " + " ".join(argv if argv is not None else sys.argv[1:]))
+    text = markdown(report, "python -m bench.serving " + " ".join(argv if argv is not None else sys.argv[1:]))
     publish(report, text, args.report)
     return 0
 

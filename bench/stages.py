@@ -16,7 +16,7 @@ model inputs are compared (max |difference|). The forward is timed per batch siz
 format options (random-init weights: speed only).
 
 Example:
-    .venv/bin/python bench/stages.py --model slowfast_r50 --repeats 5 --report docs/bench-stages.md
+    .venv/bin/python -m bench.stages --model slowfast_r50 --repeats 5 --report docs/bench-stages.md
 """
 
 from __future__ import annotations
@@ -31,19 +31,17 @@ from dataclasses import asdict
 from importlib import metadata
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO), str(REPO / "scripts")]
+import torch
 
-import torch  # noqa: E402
-from soak import soak_videos  # noqa: E402
-
-from bench.workloads import WORKLOADS, describe, machine, make_workload, publish  # noqa: E402
-from handler.labels import label_set  # noqa: E402
-from handler.models import REGISTRY, build_model, get_spec  # noqa: E402
-from handler.pipeline import InferenceOptions, VideoClassifier  # noqa: E402
-from handler.request import VideoRequest  # noqa: E402
-from handler.transforms import model_inputs  # noqa: E402
-from tests.reference import tutorial_inputs  # noqa: E402
+from bench.workloads import WORKLOADS, describe, machine, make_workload, publish
+from handler.labels import label_set
+from handler.models import REGISTRY, build_model, get_spec
+from handler.pipeline import InferenceOptions, VideoClassifier
+from handler.request import VideoRequest
+from handler.transforms import model_inputs
+from slowfast_serve.load.soak import soak_videos
+from slowfast_serve.server import REPO
+from tests.reference import tutorial_inputs
 
 # Forward variants: the plain module as the tutorial runs it, the product default, reduced precision.
 FORWARD_VARIANTS = {
@@ -125,7 +123,7 @@ def forward_rows(model: str, batch_sizes: list[int], repeats: int) -> list[dict]
 
 def agreement(clips: int, precision: str = "bf16") -> dict:
     """How far ``precision`` autocast moves the trained motion_demo model's answers from fp32 on ``clips`` new
-    synthetic videos (every class, codec and container of scripts/motion_dataset.py)."""
+    synthetic videos (every class, codec and container of slowfast-serve motion-data)."""
     spec = get_spec("motion_demo")
     labels = label_set(spec.labels)
     checkpoint = REPO / spec.bundled_checkpoint
@@ -221,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--report", type=Path, help="write a Markdown report here (and JSON beside it)")
     args = parser.parse_args(argv)
     report = run(args.model, args.workloads, args.batch_sizes, args.repeats, args.start_sec, args.agreement_clips)
-    text = markdown(report, "bench/stages.py " + " ".join(argv if argv is not None else sys.argv[1:]))
+    text = markdown(report, "python -m bench.stages " + " ".join(argv if argv is not None else sys.argv[1:]))
     publish(report, text, args.report)
     return 0
 

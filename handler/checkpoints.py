@@ -287,7 +287,7 @@ class Checkpoint:
             ``data_preprocessor`` statistics).
         source: the record of a file this project converted (:func:`convert_checkpoint`), else ``None``.
         model: the registry entry a file of this project was written for (``save_random_checkpoint``,
-            ``scripts/finetune.py``), else ``None``.
+            ``slowfast-serve finetune``), else ``None``.
         random_init: written by ``save_random_checkpoint``.
     """
 

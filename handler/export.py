@@ -223,6 +223,6 @@ def _load_package(path: Path, device: torch.device) -> tuple[Any, ExportMetadata
     if problems:
         raise ValueError(
             f"{path} cannot run here: {'; '.join(problems)}. Rebuild the archive with export=aoti on the serving "
-            "machine type (scripts/build_archive.py --export-device), or use export=torchscript"
+            "machine type (slowfast-serve archive --export-device), or use export=torchscript"
         )
     return runner, metadata

@@ -19,7 +19,7 @@ def kinetics400() -> list[str]:
     return list(R3D_18_Weights.KINETICS400_V1.meta["categories"])
 
 
-# The synthetic motion classes of the bundled demo model (scripts/motion_dataset.py draws them).
+# The synthetic motion classes of the bundled demo model (slowfast-serve motion-data draws them).
 MOTION_CLASSES = (
     "moving left",
     "moving right",

@@ -388,8 +388,8 @@ REGISTRY: dict[str, ModelSpec] = {
             protocol=_MVIT_PROTOCOL,
             num_classes_arg="head_num_classes",
         ),
-        # A small SlowFast trained by this project on synthetic motion videos (scripts/motion_dataset.py,
-        # scripts/finetune.py); works offline. Reduced width and depth, 112-pixel crops, alpha 4 as the others.
+        # A small SlowFast trained by this project on synthetic motion videos (slowfast-serve motion-data,
+        # slowfast-serve finetune); works offline. Reduced width and depth, 112-pixel crops, alpha 4 as the others.
         ModelSpec(
             name="motion_demo",
             builder="pytorchvideo.models.slowfast:create_slowfast",

@@ -59,7 +59,7 @@ class InferenceOptions:
         max_clips_per_forward: clips (views) in one forward; a batch with more (multi-view requests) runs
             several, and requests share them.
         export: the form of the network in the archive: ``eager`` (the checkpoint, built into the Python
-            network at load), ``torchscript`` or ``aoti`` (built by ``scripts/build_archive.py``;
+            network at load), ``torchscript`` or ``aoti`` (built by ``slowfast-serve archive``;
             :mod:`handler.export`). An export is built with this section's ``channels_last``,
             ``fold_batchnorm`` and ``max_clips_per_forward``; ``aoti`` runs in fp32 and neither is compiled again.
     """

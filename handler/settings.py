@@ -1,6 +1,6 @@
 """Handler settings: the ``handler:`` section of the archive's ``model-config.yaml``.
 
-Example (written by ``scripts/build_archive.py``)::
+Example (written by ``slowfast-serve archive``)::
 
     handler:
       model: slowfast_r50        # registry name: architecture, clip spec, label set
@@ -79,7 +79,7 @@ class HandlerSettings:
         if not isinstance(section.get("model"), str):
             raise ValueError("model-config.yaml handler: 'model' (a registry name such as slowfast_r50) is required")
         if not serialized_file:
-            raise ValueError("the archive has no serialized file; build it with scripts/build_archive.py")
+            raise ValueError("the archive has no serialized file; build it with slowfast-serve archive")
         top_k = section.get("top_k", cls.top_k)
         if not isinstance(top_k, int) or top_k < 1:
             raise ValueError(f"model-config.yaml handler: top_k must be a positive integer, got {top_k!r}")

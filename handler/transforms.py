@@ -302,7 +302,7 @@ def preprocess_frames(
     """Rescales, crops and normalises already-subsampled frames on the CPU.
 
     The defaults are the serving (and tutorial) transform: short side to ``clip.side_size``, center crop. The
-    keyword arguments are the training-time augmentations of ``scripts/finetune.py``.
+    keyword arguments are the training-time augmentations of ``slowfast-serve finetune``.
 
     Args:
         frames: ``T`` frames, each ``(H, W, 3)`` uint8 RGB in [0, 255], all the same size (a ``(T, H, W, 3)``

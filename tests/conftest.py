@@ -90,7 +90,7 @@ def archive(
 
     Batching is set up for tests: batches of up to 4 requests, waiting up to 500 ms for a batch to fill.
     """
-    from build_archive import ServingConfig, build_archive
+    from slowfast_serve.server.archive import ServingConfig, build_archive
 
     store = tmp_path_factory.mktemp("model_store")
     cache: dict[str, Path] = {}
@@ -107,9 +107,8 @@ def archive(
 @pytest.fixture(scope="session")
 def demo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
     """A real TorchServe (repository config, free loopback ports) serving the bundled ``motion_demo`` model."""
-    from build_archive import build_archive
-    from torchserve_ctl import REPO
-
+    from slowfast_serve.server.archive import build_archive
+    from slowfast_serve.server.torchserve import REPO
     from tests.serving import running_torchserve
 
     spec = get_spec("motion_demo")

@@ -14,6 +14,8 @@ from pathlib import Path
 import torch
 import torchvision.transforms.functional
 
+from handler.models import ModelSpec
+
 sys.modules.setdefault("torchvision.transforms.functional_tensor", torchvision.transforms.functional)
 
 with warnings.catch_warnings():
@@ -23,8 +25,6 @@ with warnings.catch_warnings():
     from pytorchvideo.transforms.functional import uniform_crop, uniform_temporal_subsample  # noqa: F401 (re-exported)
     from torchvision.transforms import Compose, Lambda
     from torchvision.transforms._transforms_video import CenterCropVideo, NormalizeVideo
-
-from handler.models import ModelSpec  # noqa: E402
 
 
 class PackPathway(torch.nn.Module):

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import requests
-from torchserve_ctl import TorchServe, free_port_overrides
+
+from slowfast_serve.server.torchserve import TorchServe, free_port_overrides
+
+#: The installed command line (scripts/install.sh puts it beside the interpreter running the tests).
+CLI = str(Path(sys.executable).with_name("slowfast-serve"))
 
 
 @contextlib.contextmanager

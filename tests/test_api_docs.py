@@ -9,8 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from motion_dataset import make_video
-from torchserve_ctl import REPO, TorchServe
+
+from slowfast_serve.server.torchserve import REPO, TorchServe
+from slowfast_serve.training.motion_data import make_video
 
 pytestmark = pytest.mark.integration
 
@@ -19,7 +20,7 @@ EXAMPLES = BLOCKS[BLOCKS.index(next(b for b in BLOCKS if "$KEYS" in b[1])) :]  #
 
 
 def test_the_examples_are_found() -> None:
-    assert [language for language, _ in EXAMPLES] == ["bash", "python"]
+    assert [language for language, _ in EXAMPLES] == ["bash", "python", "python"]
 
 
 @pytest.mark.parametrize(("language", "code"), EXAMPLES, ids=[language for language, _ in EXAMPLES])

@@ -1,17 +1,18 @@
-"""Folder mode of scripts/classify.py (scripts/batch.py): against the real demo server, then resumed."""
+"""Folder mode of `slowfast-serve classify` (slowfast_serve.client.folders) against the demo server, then resumed."""
 
 from __future__ import annotations
 
 import csv
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from batch import done_paths, expand
-from motion_dataset import make_video
-from torchserve_ctl import REPO, TorchServe
+
+from slowfast_serve.client.folders import done_paths, expand
+from slowfast_serve.server.torchserve import TorchServe
+from slowfast_serve.training.motion_data import make_video
+from tests.serving import CLI
 
 
 @pytest.fixture
@@ -32,7 +33,7 @@ def test_expand_finds_videos_recursively_and_keeps_files_given(folder: Path) -> 
 
 
 def _classify(server: TorchServe, *args: str) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, str(REPO / "scripts" / "classify.py"), *args, "--model", "motion_demo"]
+    command = [CLI, "classify", *args, "--model", "motion_demo"]
     command += ["--url", server.inference_url, "--key-file", str(server.key_file), "--concurrency", "3"]
     return subprocess.run(command, capture_output=True, text=True, timeout=600)
 

@@ -15,10 +15,10 @@ REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.integration
 
 
-def _run(script: str, report: Path, *args: str) -> dict:
-    """Runs ``bench/<script> ... --report <report>``; returns the JSON report."""
-    command = [sys.executable, str(REPO / "bench" / script), *args, "--report", str(report)]
-    result = subprocess.run(command, capture_output=True, text=True)
+def _run(module: str, report: Path, *args: str) -> dict:
+    """Runs ``python -m bench.<module> ... --report <report>`` in the checkout; returns the JSON report."""
+    command = [sys.executable, "-m", f"bench.{module}", *args, "--report", str(report)]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
     return json.loads(report.with_suffix(".json").read_text())
 
@@ -26,7 +26,7 @@ def _run(script: str, report: Path, *args: str) -> dict:
 def test_stage_benchmark_writes_its_report(tmp_path: Path) -> None:
     report = tmp_path / "stages.md"
     small = ("--workloads", "256p", "--batch-sizes", "1", "--repeats", "1", "--agreement-clips", "2")
-    data = _run("stages.py", report, *small)
+    data = _run("stages", report, *small)
     (row,) = data["prepare"]
     assert row["max_abs_difference"] < 1e-5  # the model inputs still equal the tutorial's
     assert row["tutorial_ms"] > 0
@@ -43,7 +43,7 @@ def test_stage_benchmark_writes_its_report(tmp_path: Path) -> None:
 def test_serving_benchmark_drives_both_handlers_through_torchserve(tmp_path: Path) -> None:
     report = tmp_path / "bench.md"
     small = ("--workloads", "256p", "--requests", "2", "--concurrency", "2", "--batch-size", "2")
-    data = _run("serving.py", report, *small)
+    data = _run("serving", report, *small)
     (row,) = data["results"]
     assert set(row["models"]) == {"baseline", "ours"}
     for measured in row["models"].values():

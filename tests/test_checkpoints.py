@@ -1,6 +1,6 @@
 """handler.checkpoints: every toolbox's file format read, recognised and converted back to the exact tensors;
 hostile and broken files refused with nothing run; another toolbox's file refused naming the entry it fits; the
-conversion at archive build time (scripts/build_archive.py) and in scripts/convert_checkpoint.py.
+conversion at archive build time (slowfast-serve archive) and in slowfast-serve convert.
 
 The native files here are written by inverting the conversion (this project's names and layouts -> the
 toolbox's), the way each toolbox writes them (mmcv's ``torch.save`` of ``{"meta", "state_dict"}``, Paddle's
@@ -29,7 +29,6 @@ import random
 import re
 import shutil
 import subprocess
-import sys
 import threading
 import zipfile
 from collections import OrderedDict
@@ -52,6 +51,7 @@ from handler.checkpoints import (
 from handler.checkpoints import load_weights as load_weights_checked
 from handler.models import TOOLBOX_MODELS, build_model, get_spec, load_checkpoint, load_model, save_random_checkpoint
 from handler.transforms import model_inputs
+from tests.serving import CLI
 
 REPO = Path(__file__).resolve().parents[1]
 ENTRIES = [spec.name for spec in TOOLBOX_MODELS]
@@ -640,9 +640,7 @@ def test_random_init_files_of_toolbox_entries_still_load(tmp_path: Path) -> None
 
 
 def _script(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "convert_checkpoint.py"), *args], capture_output=True, text=True
-    )
+    return subprocess.run([CLI, "convert", *args], capture_output=True, text=True)
 
 
 def test_convert_script_end_to_end(foreign: dict[str, Path], tmp_path: Path) -> None:
@@ -710,7 +708,7 @@ def labelled_state(name: str) -> dict[str, torch.Tensor]:
 def test_archive_ships_the_converted_file_and_names_the_original(
     name: str, form: str, filename: str, tmp_path: Path
 ) -> None:
-    from build_archive import BuildRecord, build_archive
+    from slowfast_serve.server.archive import BuildRecord, build_archive
 
     state = labelled_state(name)
     native = WRITERS[form](state, tmp_path / filename)
@@ -735,7 +733,7 @@ def test_archive_ships_the_converted_file_and_names_the_original(
 def test_the_hub_cache_finds_a_downloaded_toolbox_file(
     name: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    from download_weights import download_checkpoint
+    from slowfast_serve.server.weights import download_checkpoint
 
     spec = get_spec(name)
     assert spec.checkpoint_url is not None
@@ -768,7 +766,7 @@ def file_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
 def test_a_file_name_with_a_star_downloads_to_that_name(
     file_server: tuple[str, Path], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    from download_weights import download_checkpoint
+    from slowfast_serve.server.weights import download_checkpoint
 
     base, root = file_server
     spec = get_spec("paddlevideo_slowfast_8x8")

@@ -9,19 +9,19 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
-import export_model
 import pytest
 import torch
-from build_archive import BuildRecord, build_archive
-from export_model import TOLERANCE, export_checkpoint
-from motion_dataset import make_video
-from torchserve_ctl import REPO, TorchServe
 
 from handler.export import ExportedModel, load_exported
 from handler.labels import label_set
 from handler.models import get_spec
 from handler.pipeline import InferenceOptions, VideoClassifier
 from handler.request import VideoRequest
+from slowfast_serve.server import export as export_model
+from slowfast_serve.server.archive import BuildRecord, build_archive
+from slowfast_serve.server.export import TOLERANCE, export_checkpoint
+from slowfast_serve.server.torchserve import REPO, TorchServe
+from slowfast_serve.training.motion_data import make_video
 from tests.serving import post_video, running_torchserve
 
 SPEC = get_spec("motion_demo")
@@ -33,7 +33,7 @@ QUIET = {"warmup": False, "decode_workers": 1}
 
 @pytest.fixture(scope="module")
 def exports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Both exports of the trained motion_demo network, built (and checked) by scripts/export_model.py."""
+    """Both exports of the trained motion_demo network, built (and checked) by slowfast-serve export."""
     directory = tmp_path_factory.mktemp("exports")
     paths = {}
     for fmt, suffix in (("torchscript", ".ts.pt"), ("aoti", ".pt2")):

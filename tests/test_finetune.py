@@ -11,13 +11,14 @@ import av
 import numpy as np
 import pytest
 import torch
-from finetune import VideoClips, build_for_training, find_samples, main, read_flip_map
-from motion_dataset import ENCODINGS, make_video, write_dataset
 
 from handler.labels import MOTION_CLASSES, read_labels
 from handler.models import get_spec, load_model, save_random_checkpoint
 from handler.pipeline import VideoClassifier
 from handler.transforms import preprocess_frames
+from slowfast_serve import cli
+from slowfast_serve.training.finetune import VideoClips, build_for_training, find_samples, read_flip_map
+from slowfast_serve.training.motion_data import ENCODINGS, make_video, write_dataset
 
 CLASSES = ["growing", "moving left", "moving right"]
 
@@ -142,7 +143,7 @@ def test_finetune_writes_a_servable_checkpoint(tiny_dataset: Path, tmp_path: Pat
     out = tmp_path / "run"
     argv = [str(tiny_dataset), "--model", "motion_demo", "--out", str(out), "--epochs", "1", "--batch-size", "4"]
     argv += ["--workers", "0", "--val-fraction", "0.25", "--hflip", "none", "--seed", "3", "--motion-stem"]
-    assert main(argv) == 0
+    assert cli.main(["finetune", *argv]) == 0
     summary = json.loads((out / "training.json").read_text())
     assert summary["classes"] == CLASSES
     assert len(summary["epochs"]) == 1
@@ -163,7 +164,7 @@ def test_head_only_training_leaves_the_rest_as_it_was(tiny_dataset: Path, tmp_pa
     out = tmp_path / "probe"
     argv = [str(tiny_dataset), "--model", "motion_demo", "--init", str(source), "--out", str(out), "--epochs", "1"]
     argv += ["--batch-size", "4", "--workers", "0", "--train-layers", "head", "--lr", "0.1", "--hflip", "none"]
-    assert main(argv) == 0
+    assert cli.main(["finetune", *argv]) == 0
     before = torch.load(source, weights_only=True)["model_state"]
     after = torch.load(out / "motion_demo.pyth", weights_only=True)["model_state"]
     backbone = [k for k in before if not k.startswith("blocks.6.proj.")]

@@ -1,20 +1,19 @@
-"""TorchServe's gRPC APIs through scripts/ts_grpc.py and `classify.py --grpc`, against the real demo server."""
+"""gRPC (slowfast_serve.client.grpc_client, `slowfast-serve classify --grpc`) against the demo server."""
 
 from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import grpc
 import pytest
-from grpc_stubs import DEFAULT_OUT, up_to_date
-from motion_dataset import make_video
-from torchserve_ctl import REPO, TorchServe
-from ts_grpc import GrpcClient, PredictionError
 
-from tests.serving import post_video, worker_pids
+from slowfast_serve.client.grpc_client import GrpcClient, PredictionError
+from slowfast_serve.client.grpc_stubs import DEFAULT_OUT, up_to_date
+from slowfast_serve.server.torchserve import TorchServe
+from slowfast_serve.training.motion_data import make_video
+from tests.serving import CLI, post_video, worker_pids
 
 pytestmark = pytest.mark.integration
 
@@ -100,7 +99,7 @@ def test_classify_cli_over_grpc(demo_server: TorchServe, video: bytes, tmp_path:
     good.write_bytes(video)
     bad.write_bytes(b"nothing to see")
     address = f"127.0.0.1:{demo_server.properties()['grpc_inference_port']}"
-    command = [sys.executable, str(REPO / "scripts" / "classify.py"), str(good), str(bad), "--model", MODEL]
+    command = [CLI, "classify", str(good), str(bad), "--model", MODEL]
     command += ["--grpc", "--grpc-address", address, "--json", "--key-file", str(demo_server.key_file)]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert result.returncode == 1  # one of the two failed

@@ -9,8 +9,8 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 from PIL import Image
-from torchserve_ctl import TorchServe
 
+from slowfast_serve.server.torchserve import TorchServe
 from tests.serving import post_video, worker_pids
 from tests.videos import audio_only, encode, faststart, moving_frames
 

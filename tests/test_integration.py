@@ -5,17 +5,16 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import requests
-from torchserve_ctl import REPO, TorchServe
 
 from handler.models import get_spec
-from tests.serving import post_video, running_torchserve
+from slowfast_serve.server.torchserve import TorchServe
+from tests.serving import CLI, post_video, running_torchserve
 from tests.videos import encode, moving_frames
 
 pytestmark = pytest.mark.integration
@@ -132,7 +131,7 @@ def test_model_api_is_off_and_metrics_are_prometheus(server: TorchServe) -> None
 
 
 def _client(server: TorchServe, *args: str) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, str(REPO / "scripts" / "classify.py"), *args]
+    command = [CLI, "classify", *args]
     command += ["--url", server.inference_url, "--key-file", str(server.key_file), "--model", MODEL]
     return subprocess.run(command, capture_output=True, text=True, timeout=600)
 
@@ -163,7 +162,7 @@ def test_client_reports_a_bad_file_and_exits_nonzero(server: TorchServe, tmp_pat
 def test_client_json_equals_the_tutorial_pipeline(
     server: TorchServe, random_checkpoint: Callable[[str], Path], tmp_path: Path
 ) -> None:
-    """Top-5 ids and scores from scripts/classify.py --json equal the hub tutorial's, with the same weights."""
+    """Top-5 ids and scores from slowfast-serve classify --json equal the hub tutorial's, with the same weights."""
     from tests import reference
     from tests.test_parity import _hub_model
 

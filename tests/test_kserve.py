@@ -1,4 +1,4 @@
-"""The KServe layout (scripts/kserve_layout.py) served by a real TorchServe from its own config.properties, and
+"""The KServe layout (slowfast-serve kserve) served by a real TorchServe from its own config.properties, and
 KServe v1 requests (``POST /v1/models/{name}:predict`` with base64 ``instances``) answered by the handler."""
 
 from __future__ import annotations
@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 import requests
 import yaml
-from build_archive import build_archive
-from kserve_layout import make_layout
-from motion_dataset import make_video
-from torchserve_ctl import REPO, TorchServe, free_port_overrides, read_properties
 
 from handler.models import get_spec
+from slowfast_serve.server.archive import build_archive
+from slowfast_serve.server.kserve import make_layout
+from slowfast_serve.server.torchserve import REPO, TorchServe, free_port_overrides, read_properties
+from slowfast_serve.training.motion_data import make_video
 
 SPEC = get_spec("motion_demo")
 DEPLOY = REPO / "deploy" / "kserve"

@@ -1,33 +1,32 @@
-"""scripts/manage.py against real TorchServe instances: describe, scale, register and unregister."""
+"""slowfast-serve against real TorchServe instances: describe, scale, register and unregister."""
 
 from __future__ import annotations
 
 import json
 import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 
 import pytest
-from motion_dataset import make_video
-from torchserve_ctl import REPO, TorchServe
 
 from handler.models import get_spec
-from tests.serving import post_video, running_torchserve
+from slowfast_serve.server.torchserve import REPO, TorchServe
+from slowfast_serve.training.motion_data import make_video
+from tests.serving import CLI, post_video, running_torchserve
 
 pytestmark = pytest.mark.integration
 
 
-def manage(server: TorchServe, *args: str) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, str(REPO / "scripts" / "manage.py"), "--url", server.management_url]
-    command += ["--key-file", str(server.key_file), *args]
-    return subprocess.run(command, capture_output=True, text=True, timeout=600)
+def manage(server: TorchServe, command: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """``slowfast-serve COMMAND ARGS`` against ``server``'s management API with its management key."""
+    command_line = [CLI, command, "--url", server.management_url, "--key-file", str(server.key_file), *args]
+    return subprocess.run(command_line, capture_output=True, text=True, timeout=600)
 
 
 @pytest.fixture(scope="module")
 def open_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TorchServe]:
     """motion_demo on a TorchServe with the model API on (registration allowed from its model store)."""
-    from build_archive import build_archive
+    from slowfast_serve.server.archive import build_archive
 
     store = tmp_path_factory.mktemp("store")
     mar = build_archive("motion_demo", REPO / get_spec("motion_demo").bundled_checkpoint, model_store=store)
@@ -37,14 +36,14 @@ def open_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TorchServe
 
 
 def _workers(server: TorchServe, model: str) -> list[str]:
-    result = manage(server, "--json", "describe", model)
+    result = manage(server, "models", model, "--json")
     assert result.returncode == 0, result.stderr
     (description,) = json.loads(result.stdout)
     return [worker["status"] for worker in description["workers"]]
 
 
 def test_describe_lists_every_model(open_server: TorchServe) -> None:
-    result = manage(open_server, "describe")
+    result = manage(open_server, "models")
     assert result.returncode == 0, result.stderr
     assert "motion_demo" in result.stdout
     assert _workers(open_server, "motion_demo") == ["READY"]
@@ -65,7 +64,7 @@ def test_register_serve_and_unregister(open_server: TorchServe) -> None:
     assert response.status_code == 200
     assert response.json()["predictions"][0]["label"] == "moving left"
     assert manage(open_server, "unregister", "second").returncode == 0
-    gone = manage(open_server, "describe", "second")
+    gone = manage(open_server, "models", "second")
     assert gone.returncode == 1
     assert "404" in gone.stderr
 

@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 import requests
-from download_weights import find_checkpoint
-from motion_dataset import ENCODINGS, make_video
-from torchserve_ctl import REPO, TorchServe
 
 from handler.labels import MOTION_CLASSES, label_set, read_labels
 from handler.models import get_spec, load_model
-from tests.serving import post_video
+from slowfast_serve.server.torchserve import REPO, TorchServe
+from slowfast_serve.server.weights import find_checkpoint
+from slowfast_serve.training.motion_data import ENCODINGS, make_video
+from tests.serving import CLI, post_video
 
 SPEC = get_spec("motion_demo")
 DEMO_DIR = REPO / "models" / "motion_demo"
@@ -112,7 +111,7 @@ def test_timeline_through_torchserve_and_the_client(demo_server: TorchServe, tmp
     assert [intervals[0]["label"], intervals[-1]["label"]] == ["moving left", "moving right"]
     video = tmp_path / "there-and-back.mp4"
     video.write_bytes(data)
-    command = [sys.executable, str(REPO / "scripts" / "classify.py"), str(video), "--model", "motion_demo"]
+    command = [CLI, "classify", str(video), "--model", "motion_demo"]
     command += ["--url", demo_server.inference_url, "--key-file", str(demo_server.key_file), "--mode", "timeline"]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr

@@ -11,8 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from motion_dataset import ENCODINGS, MOTION_CLASSES, make_video, render, sample
-from torchserve_ctl import REPO
 
 from handler.decode import DecodeLimits
 from handler.errors import RequestError
@@ -22,6 +20,8 @@ from handler.pipeline import InferenceOptions, VideoClassifier
 from handler.request import VideoRequest
 from handler.sampling import view_starts
 from handler.settings import inference_options
+from slowfast_serve.server.torchserve import REPO
+from slowfast_serve.training.motion_data import ENCODINGS, MOTION_CLASSES, make_video, render, sample
 from tests.videos import encode, moving_frames
 
 MOTION = get_spec("motion_demo")

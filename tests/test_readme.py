@@ -13,6 +13,7 @@ from handler.decode import DecodeLimits
 from handler.models import REGISTRY, TOOLBOX_MODELS, ModelSpec
 from handler.pipeline import InferenceOptions
 from handler.request import DEFAULT_TOP_K, OPTIONS
+from slowfast_serve.cli import COMMANDS
 
 REPO = Path(__file__).resolve().parents[1]
 README = (REPO / "README.md").read_text()
@@ -119,3 +120,9 @@ def test_observability_doc_and_dashboard_name_the_handlers_metrics() -> None:
         "ts_inference_requests_total",
         "ts_queue_latency_microseconds",
     }
+
+
+def test_command_line_table_lists_every_subcommand() -> None:
+    section = README.split("**The command line.**")[1].split("\n\n")[1]
+    listed = set(re.findall(r"`([a-z-]+)`", "\n".join(row.split("|")[1] for row in section.splitlines()[2:])))
+    assert listed == set(COMMANDS)

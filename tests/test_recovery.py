@@ -9,8 +9,8 @@ import time
 
 import pytest
 import requests
-from torchserve_ctl import TorchServe
 
+from slowfast_serve.server.torchserve import TorchServe
 from tests.serving import post_video, worker_pids
 from tests.videos import encode, moving_frames
 

@@ -1,4 +1,4 @@
-"""The soak script: a short real run against TorchServe, and its loopback-only guard."""
+"""`slowfast-serve soak`: a short real run against TorchServe, and its loopback-only guard."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
-import soak
-from torchserve_ctl import TorchServe
+
+from slowfast_serve import cli
+from slowfast_serve.server.torchserve import TorchServe
 
 pytestmark = pytest.mark.integration
 
@@ -17,7 +18,7 @@ def test_a_short_soak_run_reports_no_errors_and_flat_memory(demo_server: TorchSe
     argv = ["--model", "motion_demo", "--url", demo_server.inference_url, "--management-url"]
     argv += [demo_server.management_url, "--key-file", str(demo_server.key_file), "--minutes", "0.15"]
     argv += ["--concurrency", "2", "--videos", "4", "--sample-sec", "1", "--report", str(report)]
-    assert soak.main(argv) == 0
+    assert cli.main(["soak", *argv]) == 0
     summary = json.loads(report.with_suffix(".json").read_text())
     assert summary["errors"] == 0
     assert summary["requests_ok"] > 0
@@ -26,6 +27,8 @@ def test_a_short_soak_run_reports_no_errors_and_flat_memory(demo_server: TorchSe
     assert "| errors | 0 |" in report.read_text()
 
 
-def test_only_loopback_is_driven() -> None:
-    with pytest.raises(SystemExit):
-        soak.main(["--url", "http://example.com:8080", "--minutes", "0.01"])
+def test_only_loopback_is_driven(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["soak", "--url", "http://example.com:8080", "--minutes", "0.01"])
+    assert exit_info.value.code == 2
+    assert "soak only drives a service on this machine" in capsys.readouterr().err

@@ -1,16 +1,16 @@
-"""scripts/stream.py with a recorded stream standing in for a camera, against the demo server."""
+"""slowfast-serve stream with a recorded stream standing in for a camera, against the demo server."""
 
 from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import av
 import pytest
-from torchserve_ctl import REPO, TorchServe
 
+from slowfast_serve.server.torchserve import TorchServe
+from tests.serving import CLI
 from tests.test_pipeline import _there_and_back
 
 pytestmark = pytest.mark.integration
@@ -20,7 +20,7 @@ def test_a_recorded_stream_is_answered_every_second(demo_server: TorchServe, tmp
     source, labelled = tmp_path / "camera.mp4", tmp_path / "labelled.mp4"
     data, duration = _there_and_back()
     source.write_bytes(data)
-    command = [sys.executable, str(REPO / "scripts" / "stream.py"), str(source), "--model", "motion_demo"]
+    command = [CLI, "stream", str(source), "--model", "motion_demo"]
     command += ["--url", demo_server.inference_url, "--key-file", str(demo_server.key_file)]
     command += ["--every", "1", "--json", "--output", str(labelled)]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
@@ -40,7 +40,7 @@ def test_a_recorded_stream_is_answered_every_second(demo_server: TorchServe, tmp
 def test_an_unreachable_server_is_a_clear_error(tmp_path: Path) -> None:
     source = tmp_path / "camera.mp4"
     source.write_bytes(_there_and_back()[0])
-    command = [sys.executable, str(REPO / "scripts" / "stream.py"), str(source), "--url", "http://127.0.0.1:9"]
+    command = [CLI, "stream", str(source), "--url", "http://127.0.0.1:9"]
     result = subprocess.run([*command, "--key-file", "/nonexistent"], capture_output=True, text=True, timeout=300)
     assert result.returncode == 1
     assert "error:" in result.stderr

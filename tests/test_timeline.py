@@ -1,17 +1,17 @@
-"""scripts/timeline.py against the demo server: the intervals, the PNG plot and the annotated video."""
+"""slowfast-serve timeline against the demo server: the intervals, the PNG plot and the annotated video."""
 
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import av
 import numpy as np
 import pytest
 from PIL import Image
-from torchserve_ctl import REPO, TorchServe
 
+from slowfast_serve.server.torchserve import TorchServe
+from tests.serving import CLI
 from tests.test_pipeline import _there_and_back
 
 pytestmark = pytest.mark.integration
@@ -26,7 +26,7 @@ def test_timeline_plot_and_annotated_video(demo_server: TorchServe, tmp_path: Pa
     source, plot, labelled = tmp_path / "there-and-back.mp4", tmp_path / "plot.png", tmp_path / "labelled.mp4"
     data, duration = _there_and_back()
     source.write_bytes(data)
-    command = [sys.executable, str(REPO / "scripts" / "timeline.py"), str(source), "--model", "motion_demo"]
+    command = [CLI, "timeline", str(source), "--model", "motion_demo"]
     command += ["--url", demo_server.inference_url, "--key-file", str(demo_server.key_file), "--stride-sec", "1"]
     result = subprocess.run(
         [*command, "--plot", str(plot), "--annotate", str(labelled)], capture_output=True, text=True

@@ -2,7 +2,7 @@
 
 For one entry per toolbox, the toolbox's own code (in its reference environment, tests/toolboxes/) builds its
 model, randomises it and saves it in its native format with its own save function; that file, as written, is
-archived by scripts/build_archive.py (recognised and converted there) and served. Each upload is then answered
+archived by slowfast-serve archive (recognised and converted there) and served. Each upload is then answered
 by the server and by the toolbox's own test pipeline: its decoder (decord for MMAction2 and PaddleVideo, its PyAV
 decoder for PySlowFast), its sampler, its resize (OpenCV / Pillow / torch), crops, normalisation, its model and
 its view fusion. Required: the same top-5 class ids and every score within 1e-4.
@@ -102,8 +102,7 @@ def native_checkpoints(toolbox_checkpoint: ToolboxCheckpoints, request: pytest.F
 @pytest.fixture(scope="module")
 def server(native_checkpoints: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator:
     """A real TorchServe serving each entry from the toolbox's own file, as written (converted at build time)."""
-    from build_archive import ServingConfig, build_archive
-
+    from slowfast_serve.server.archive import ServingConfig, build_archive
     from tests.serving import running_torchserve
 
     store = tmp_path_factory.mktemp("toolbox-store")

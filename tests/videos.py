@@ -17,7 +17,8 @@ from pathlib import Path
 
 import av
 import numpy as np
-from motion_dataset import encode
+
+from slowfast_serve.training.motion_data import encode
 
 __all__ = ["LOSSLESS", "audio_only", "encode", "frame_index", "indexed_frames", "lossless_indexed", "moving_frames"]
 

@@ -1,12 +1,8 @@
-#!/usr/bin/env python3
 """Download a registry model's official checkpoint into the local cache, once (or print the bundled one's path).
 
 The cache is torch.hub's (``$TORCH_HOME/hub/checkpoints``, by default ``~/.cache/torch/hub/checkpoints``):
 the same place ``torch.hub.load(..., pretrained=True)`` stores these files, so a checkpoint fetched by the
 PyTorchVideo tutorial is found and not downloaded again.
-
-Example:
-    scripts/download_weights.py slowfast_r50     # prints the checkpoint's path
 """
 
 from __future__ import annotations
@@ -17,12 +13,10 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # `handler` is a directory of this checkout, not an installed package
+import torch
 
-import torch  # noqa: E402
-
-from handler.models import REGISTRY, ModelSpec, get_spec  # noqa: E402
+from handler.models import REGISTRY, ModelSpec, get_spec
+from slowfast_serve.server import REPO
 
 
 class DownloadError(RuntimeError):
@@ -90,18 +84,15 @@ def offline_help(spec: ModelSpec, reason: str) -> str:
     )
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", choices=sorted(REGISTRY), help="registry model name")
     parser.add_argument("--timeout", type=float, default=15.0, help="seconds to wait for the server (default: 15)")
-    args = parser.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> int:
     try:
         print(find_checkpoint(get_spec(args.model), timeout=args.timeout))
     except DownloadError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

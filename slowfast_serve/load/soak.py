@@ -1,16 +1,11 @@
-#!/usr/bin/env python3
 """Soak test: concurrent uploads to a running TorchServe for N minutes; errors, latency and worker memory.
 
 Loopback only (it refuses other hosts): it is a load generator for your own machine, not for someone else's.
-Uploads a fixed set of synthetic motion videos (``scripts/motion_dataset.py``, several codecs and sizes) with
+Uploads a fixed set of synthetic motion videos (``slowfast_serve.training.motion_data``, several codecs and sizes) with
 ``--concurrency`` clients, samples the resident memory (RSS) of the model's worker processes every
 ``--sample-sec`` seconds, and reports the error count, latency percentiles and RSS over time. It fails (exit
 status 1) on any error or when worker RSS grows by more than ``--max-rss-growth-mb`` between the first and the
 last fifth of the run (medians, so a single spike does not count).
-
-Examples:
-    make serve MODEL=motion_demo
-    .venv/bin/python scripts/soak.py --model motion_demo --minutes 5 --concurrency 4 --report docs/soak.md
 """
 
 from __future__ import annotations
@@ -19,6 +14,7 @@ import argparse
 import contextlib
 import json
 import platform
+import shlex
 import statistics
 import sys
 import threading
@@ -30,11 +26,14 @@ from urllib.parse import urlparse
 
 import psutil
 import requests
-from classify import DEFAULT_URL, find_key_file
-from motion_dataset import ENCODINGS, MOTION_CLASSES, make_video
 from rich.console import Console
 from rich.table import Table
-from torchserve_ctl import read_token
+
+from slowfast_serve.cli import UsageError
+from slowfast_serve.client.inference import DEFAULT_URL
+from slowfast_serve.client.keys import find_key_file, read_token
+from slowfast_serve.client.options import KEY_FILE_HELP
+from slowfast_serve.training.motion_data import ENCODINGS, MOTION_CLASSES, make_video
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
@@ -159,25 +158,26 @@ Worker RSS over time:
 """
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="motion_demo", help="served model name (default: %(default)s)")
     parser.add_argument("--url", default=DEFAULT_URL, help="inference address (default: %(default)s)")
     parser.add_argument("--management-url", default="http://127.0.0.1:8081", help="management address")
-    parser.add_argument("--key-file", type=Path, help="TorchServe key_file.json (default: as scripts/classify.py)")
+    parser.add_argument("--key-file", type=Path, help=KEY_FILE_HELP)
     parser.add_argument("--minutes", type=float, default=5.0)
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--videos", type=int, default=16, help="distinct videos to cycle through")
     parser.add_argument("--sample-sec", type=float, default=5.0, help="RSS sampling period")
     parser.add_argument("--max-rss-growth-mb", type=float, default=100.0)
     parser.add_argument("--report", type=Path, help="write a markdown report here (and JSON beside it)")
-    args = parser.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> int:
     for address in (args.url, args.management_url):
         if urlparse(address).hostname not in LOOPBACK:
-            parser.error(f"{address}: soak.py only drives a service on this machine (loopback)")
+            raise UsageError(f"{address}: soak only drives a service on this machine (loopback)")
     key_file = find_key_file(args.key_file)
     if key_file is None:
-        parser.error("no key_file.json found; start TorchServe with `make serve` or pass --key-file")
+        raise UsageError("no key_file.json found; start TorchServe with `make serve` or pass --key-file")
     console = Console(stderr=True)
     videos = soak_videos(args.videos)
     pids = worker_pids(args.management_url, args.model, read_token(key_file, "management"))
@@ -208,13 +208,9 @@ def main(argv: list[str] | None = None) -> int:
     table.add_row("worker RSS growth", f"{summary['worker_rss_mb']['growth']} MB")
     Console().print(table)
     if args.report:
-        command = "scripts/soak.py " + " ".join(argv if argv is not None else sys.argv[1:])
+        command = shlex.join(["slowfast-serve", *sys.argv[1:]])
         args.report.parent.mkdir(parents=True, exist_ok=True)
         args.report.write_text(markdown(summary, command))
         args.report.with_suffix(".json").write_text(json.dumps(summary, indent=2) + "\n")
     failed = summary["errors"] > 0 or summary["worker_rss_mb"]["growth"] > args.max_rss_growth_mb
     return 1 if failed else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,76 +1,34 @@
-#!/usr/bin/env python3
-"""Classify videos with a running TorchServe instance.
+"""``slowfast-serve classify``: classify videos with a running TorchServe instance.
 
 Uploads each VIDEO as multipart field ``data`` (options as form fields beside it), or with ``--grpc`` through
 TorchServe's gRPC ``Predictions`` call (the same fields), and prints a table of the top classes, or with
 ``--json`` the server's JSON, one document per line in argument order. The token is read
 from TorchServe's ``key_file.json``: ``--key-file``, else ``$TS_KEY_FILE``, else ``run/key_file.json`` of
-this checkout (where ``make serve`` starts TorchServe), else ``./key_file.json``. Exit status: 0 if every
-video was classified, 1 otherwise.
-
-Examples:
-    scripts/classify.py clip.mp4
-    scripts/classify.py a.mp4 b.webm --model slow_r50 --top-k 3 --start-sec 2.5
-    scripts/classify.py clip.mp4 --json --url http://127.0.0.1:8080
-    scripts/classify.py clip.mp4 --grpc --grpc-address 127.0.0.1:7070
-    scripts/classify.py videos/ --output results.jsonl --concurrency 4     # a folder: progress, resumable
+the checkout (where ``make serve`` starts TorchServe), else ``./run/key_file.json``, else ``./key_file.json``.
+Exit status: 0 if every video was classified, 1 otherwise.
 
 Folder mode (a folder among the arguments, or ``--output``): every video under the folders, at most
 ``--concurrency`` requests at a time, one record per video appended to ``--output`` (``.jsonl`` or ``.csv``;
 default ``classifications.jsonl``), videos already classified in that file skipped, failures recorded rather
-than fatal, and a summary table at the end (``scripts/batch.py``).
+than fatal, and a summary table at the end.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-try:
-    import requests
-    from rich.console import Console
-    from rich.table import Table
-except ImportError:
-    # Run as `scripts/classify.py` by a python without the client's packages: use the project's venv if built.
-    venv_python = REPO / ".venv" / "bin" / "python"
-    if venv_python.exists() and Path(sys.prefix).resolve() != (REPO / ".venv").resolve():
-        os.execv(venv_python, [str(venv_python), __file__, *sys.argv[1:]])
-    sys.exit("classify.py needs `requests` and `rich`: run `make setup`, or `pip install requests rich`")
+from rich.console import Console
+from rich.table import Table
 
-import batch  # noqa: E402
-from torchserve_ctl import ServeError, read_token  # noqa: E402
+from slowfast_serve.client import folders
+from slowfast_serve.client.errors import ServiceUnreachableError
+from slowfast_serve.client.inference import Client
+from slowfast_serve.client.keys import find_key_file
+from slowfast_serve.client.options import add_service_arguments, token_from_args
 
-DEFAULT_URL = "http://127.0.0.1:8080"
 DEFAULT_GRPC = "127.0.0.1:7070"
-
-
-def find_key_file(explicit: Path | None) -> Path | None:
-    """The first existing key file among ``explicit``, ``$TS_KEY_FILE``, ``run/`` and the working directory."""
-    candidates = [explicit] if explicit else []
-    if os.environ.get("TS_KEY_FILE"):
-        candidates.append(Path(os.environ["TS_KEY_FILE"]))
-    candidates += [REPO / "run" / "key_file.json", Path("key_file.json")]
-    return next((path for path in candidates if path.is_file()), None)
-
-
-def classify(
-    video: Path, *, url: str, model: str, token: str | None, options: dict[str, object], timeout: float
-) -> requests.Response:
-    """POSTs one video to ``{url}/predictions/{model}``; options the user did not set (``None``) are left to the
-    server."""
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    with video.open("rb") as f:
-        return requests.post(
-            f"{url.rstrip('/')}/predictions/{model}",
-            files={"data": (video.name, f, "application/octet-stream")},
-            data={k: str(v) for k, v in options.items() if v is not None},
-            headers=headers,
-            timeout=timeout,
-        )
 
 
 def _options(args: argparse.Namespace) -> dict[str, object]:
@@ -83,28 +41,21 @@ def _options(args: argparse.Namespace) -> dict[str, object]:
     }
 
 
-def _http_sender(args: argparse.Namespace, token: str | None) -> batch.Sender:
-    """``video -> (HTTP status, JSON body)``; raises ``ConnectionError`` when the server is unreachable."""
+def _http_sender(args: argparse.Namespace, token: str | None) -> folders.Sender:
+    """``video -> (HTTP status, JSON body)``; raises ``ServiceUnreachableError`` when the server is unreachable."""
+    client = Client(args.url, token, model=args.model, timeout=args.timeout)
 
     def send(video: Path) -> tuple[int, dict]:
-        try:
-            response = classify(
-                video, url=args.url, model=args.model, token=token, options=_options(args), timeout=args.timeout
-            )
-        except requests.ConnectionError as e:
-            raise ConnectionError(str(e)) from e
-        try:
-            return response.status_code, response.json()
-        except ValueError:
-            return response.status_code, {"type": "NonJsonResponse", "message": response.text[:500]}
+        return client.send(video, **_options(args))
 
     return send
 
 
-def _grpc_sender(args: argparse.Namespace, token: str | None) -> batch.Sender:
+def _grpc_sender(args: argparse.Namespace, token: str | None) -> folders.Sender:
     """``video -> (status, JSON body)`` over gRPC: a handler error's own status, else the gRPC failure."""
     import grpc
-    from ts_grpc import GrpcClient, PredictionError
+
+    from slowfast_serve.client.grpc_client import GrpcClient, PredictionError
 
     client = GrpcClient(inference=args.grpc_address, token=token, timeout=args.timeout)
     kinds = {grpc.StatusCode.PERMISSION_DENIED: (401, "InvalidKeyException"), grpc.StatusCode.NOT_FOUND: (404, "")}
@@ -116,7 +67,7 @@ def _grpc_sender(args: argparse.Namespace, token: str | None) -> batch.Sender:
             return e.status, {"code": e.status, "type": e.type, "message": e.message}
         except grpc.RpcError as e:
             if e.code() == grpc.StatusCode.UNAVAILABLE:
-                raise ConnectionError(e.details()) from e
+                raise ServiceUnreachableError(args.grpc_address, str(e.details())) from e
             status, kind = kinds.get(e.code(), (500, ""))
             return status, {"code": status, "type": kind or e.code().name, "message": e.details()}
 
@@ -150,41 +101,33 @@ def render(console: Console, video: Path, body: dict) -> None:
         console.print(f"weights: {body.get('weights')}", style="dim")
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("videos", nargs="+", type=Path, metavar="VIDEO", help="video files or folders to classify")
-    parser.add_argument("--model", default="slowfast_r50", help="served model name (default: %(default)s)")
     parser.add_argument("--top-k", type=int, help="classes to return (server default: 5)")
     parser.add_argument("--start-sec", type=float, help="clip start in seconds (server default: 0)")
     parser.add_argument("--views", help="CLIPSxCROPS averaged, e.g. 10x3 (server default: the archive's, 1x1)")
     parser.add_argument("--mode", choices=["clip", "timeline"], help="timeline: one answer per window (default: clip)")
     parser.add_argument("--stride-sec", type=float, help="timeline: seconds between windows (default: a clip)")
     parser.add_argument("--json", action="store_true", help="print the server's JSON (one line per video)")
-    parser.add_argument("--url", default=DEFAULT_URL, help="TorchServe inference address (default: %(default)s)")
-    parser.add_argument("--key-file", type=Path, help="TorchServe key_file.json (default: see above)")
-    parser.add_argument("--timeout", type=float, default=300, help="seconds per request (default: %(default)s)")
+    add_service_arguments(parser, timeout=300)
     parser.add_argument("--grpc", action="store_true", help="use TorchServe's gRPC inference API instead of HTTP")
     parser.add_argument("--grpc-address", default=DEFAULT_GRPC, help="gRPC inference address (default: %(default)s)")
     parser.add_argument("--output", type=Path, help="folder mode: records file, .jsonl or .csv (resumable)")
     parser.add_argument("--concurrency", type=int, default=4, help="folder mode: requests at a time (default: 4)")
-    args = parser.parse_args(argv)
 
+
+def run(args: argparse.Namespace) -> int:
     console = Console()
     errors = Console(stderr=True)
     key_file = find_key_file(args.key_file)
-    try:
-        token = read_token(key_file) if key_file else None
-    except ServeError as e:
-        errors.print(f"error: {e}")
-        return 1
+    token = token_from_args(args)
     send = _grpc_sender(args, token) if args.grpc else _http_sender(args, token)
-    where = args.grpc_address if args.grpc else args.url
     if args.output or any(video.is_dir() for video in args.videos):
         output = args.output or Path("classifications.jsonl")
         try:
-            summary = batch.run(batch.expand(args.videos), send, output, max(1, args.concurrency), errors)
-        except ConnectionError:
-            errors.print(f"error: cannot reach TorchServe at {where}; is it running? (make serve)")
+            summary = folders.run(folders.expand(args.videos), send, output, max(1, args.concurrency), errors)
+        except ServiceUnreachableError as e:
+            errors.print(f"error: {e.message}")
             return 1
         console.print(summary.table())
         console.print(f"records: {output}")
@@ -197,8 +140,8 @@ def main(argv: list[str] | None = None) -> int:
             continue
         try:
             status, body = send(video)
-        except ConnectionError:
-            errors.print(f"error: cannot reach TorchServe at {where}; is it running? (make serve)")
+        except ServiceUnreachableError as e:
+            errors.print(f"error: {e.message}")
             return 1
         if args.json:
             print(json.dumps(body), flush=True)
@@ -212,12 +155,8 @@ def main(argv: list[str] | None = None) -> int:
         if body.get("type") == "InvalidKeyException":
             errors.print(
                 f"hint: token from {key_file or 'nowhere (no key_file.json found)'}; TorchServe tokens expire after "
-                "60 minutes: `scripts/serve.py token` issues a new one, or pass --key-file"
+                "60 minutes: `slowfast-serve token` issues a new one, or pass --key-file"
             )
         elif body.get("type") == "ModelNotFoundException":
             errors.print(f"hint: no model served as {args.model!r}; pass --model with the name `make serve` printed")
     return 1 if failures else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,26 +1,30 @@
-"""The command-line scripts: offline behaviour, archive reuse, token discovery."""
+"""The command line (slowfast-serve): every subcommand's help, offline behaviour, archive reuse, token discovery."""
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import socket
+import subprocess
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
-import build_archive as build_archive_module
 import pytest
-import serve
 import yaml
-from build_archive import BuildRecord, parse_inference, parse_limits
-from classify import find_key_file
-from download_weights import DownloadError, download_checkpoint
-from torchserve_ctl import TorchServe
 
 from handler import models
 from handler.decode import DecodeLimits
 from handler.pipeline import InferenceOptions
+from slowfast_serve import cli
+from slowfast_serve.client.keys import find_key_file
+from slowfast_serve.server import archive as build_archive_module
+from slowfast_serve.server import instance as serve
+from slowfast_serve.server.archive import BuildRecord, parse_inference, parse_limits
+from slowfast_serve.server.torchserve import TorchServe
+from slowfast_serve.server.weights import DownloadError, download_checkpoint
+from tests.serving import CLI
 
 
 def _closed_port_url(filename: str) -> str:
@@ -59,8 +63,8 @@ def test_cached_checkpoint_needs_no_network(offline_slowfast: models.ModelSpec, 
 def test_serve_without_checkpoint_offline_exits_with_instructions(
     offline_slowfast: models.ModelSpec, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    argv = ["--runtime-dir", str(tmp_path / "run"), "--model-store", str(tmp_path / "store"), "start"]
-    assert serve.main([*argv, "--model", "slowfast_r50"]) == 1
+    argv = ["serve", "--runtime-dir", str(tmp_path / "run"), "--model-store", str(tmp_path / "store")]
+    assert cli.main([*argv, "--model", "slowfast_r50"]) == 1
     err = capsys.readouterr().err
     assert "cannot download the slowfast_r50 checkpoint" in err
     assert "make serve MODEL=slowfast_r50 CHECKPOINT=" in err
@@ -149,3 +153,37 @@ def test_inference_arguments_are_typed_and_checked() -> None:
         parse_inference(["warmup=maybe"])
     with pytest.raises(ValueError, match="precision must be"):
         parse_inference(["precision=fp8"])
+
+
+@pytest.mark.parametrize("name", sorted(cli.COMMANDS))
+def test_every_subcommand_has_help_with_an_example(name: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main([name, "--help"])
+    assert exit_info.value.code == 0
+    help_text = capsys.readouterr().out
+    assert f"usage: slowfast-serve {name}" in help_text
+    examples = help_text.split("\nexample")[-1]  # after the options
+    assert re.search(rf"^  slowfast-serve {name}( |$)", examples, flags=re.M)
+
+
+def test_the_command_line_is_installed_and_lists_every_subcommand() -> None:
+    result = subprocess.run([CLI, "--help"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    for name in cli.COMMANDS:
+        assert f"    {name}" in result.stdout
+
+
+def test_bad_arguments_and_expected_failures_are_reported_not_raised(tmp_path: Path) -> None:
+    command = [CLI, "convert", str(tmp_path / "nothing.pth"), "--describe"]
+    missing = subprocess.run(command, capture_output=True, text=True)
+    assert missing.returncode == 2
+    assert "is not a file" in missing.stderr
+    assert "Traceback" not in missing.stderr
+    unreachable = subprocess.run(
+        [CLI, "models", "--url", "http://127.0.0.1:9", "--key-file", str(tmp_path / "none.json")],
+        capture_output=True,
+        text=True,
+    )
+    assert unreachable.returncode == 1
+    assert "cannot reach TorchServe at http://127.0.0.1:9" in unreachable.stderr
+    assert "Traceback" not in unreachable.stderr

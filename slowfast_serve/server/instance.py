@@ -1,28 +1,23 @@
-#!/usr/bin/env python3
-"""Start or stop the local TorchServe instance (what ``make serve`` and ``make stop`` run).
+"""The local TorchServe instance that ``make serve`` / ``make stop`` run: start, stop, status, token renewal.
 
-``start`` builds ``model_store/<name>.mar`` if it is missing or was built from other inputs, starts
+``serve`` builds ``model_store/<name>.mar`` if it is missing or was built from other inputs, starts
 TorchServe in the background with ``config.properties`` (runtime files in ``run/``), waits until the model has
 a ready worker, and prints how to call it. Weights come from ``--checkpoint``, else a checkpoint bundled with
 this repository (motion_demo), else the torch.hub cache, else a download of the official checkpoint; offline,
 it stops at once and says how to proceed.
-
-Examples:
-    scripts/serve.py start --model slowfast_r50 --checkpoint SLOWFAST_8x8_R50.pyth
-    scripts/serve.py start --model slow_r50 --random-init      # plumbing only: meaningless predictions
-    scripts/serve.py stop
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # `handler` is a directory of this checkout, not an installed package
-
-from build_archive import (  # noqa: E402
+from handler.decode import DecodeLimits
+from handler.models import RANDOM_INIT, REGISTRY, get_spec
+from handler.pipeline import InferenceOptions
+from handler.request import DEFAULT_TOP_K
+from slowfast_serve.server import REPO
+from slowfast_serve.server.archive import (
     DEFAULT_STORE,
     BuildRecord,
     ServingConfig,
@@ -31,15 +26,11 @@ from build_archive import (  # noqa: E402
     parse_inference,
     parse_limits,
 )
-from download_weights import DownloadError, find_checkpoint  # noqa: E402
-from torchserve_ctl import ServeError, TorchServe, java_environment  # noqa: E402
-
-from handler.decode import DecodeLimits  # noqa: E402
-from handler.models import RANDOM_INIT, REGISTRY, get_spec  # noqa: E402
-from handler.pipeline import InferenceOptions  # noqa: E402
-from handler.request import DEFAULT_TOP_K  # noqa: E402
+from slowfast_serve.server.torchserve import ServeError, TorchServe, java_environment
+from slowfast_serve.server.weights import DownloadError, find_checkpoint
 
 DEFAULT_RUNTIME = REPO / "run"
+FAILURES = (ServeError, DownloadError, ValueError, KeyError, OSError)
 
 
 def ensure_archive(
@@ -84,7 +75,7 @@ def ensure_archive(
     )
 
 
-def start(args: argparse.Namespace) -> None:
+def run_serve(args: argparse.Namespace) -> int:
     name = args.name or args.model
     java_environment()  # fail before any slow step if TorchServe could not run
     server = TorchServe(args.runtime_dir, args.model_store)
@@ -112,31 +103,34 @@ def start(args: argparse.Namespace) -> None:
             else ""
         )
         + f"Token: the 'inference' key in {server.key_file} (TorchServe expires it after 60 minutes;\n"
-        "  `scripts/serve.py token` issues a new one).\n\n"
+        "  `.venv/bin/slowfast-serve token` issues a new one).\n\n"
         "Classify a video:\n"
-        f"  scripts/classify.py video.mp4 --model {name}\n"
+        f"  .venv/bin/slowfast-serve classify video.mp4 --model {name}\n"
         f'  TOKEN=$(python3 -c \'import json; print(json.load(open("{server.key_file}"))["inference"]["key"])\')\n'
         f'  curl -H "Authorization: Bearer $TOKEN" -F data=@video.mp4 -F top_k=5 {url}\n'
         f'  curl -H "Authorization: Bearer $TOKEN" -H "Content-Type: video/mp4" -H "X-Start-Sec: 1.5" '
         f"--data-binary @video.mp4 {url}\n"
         "Stop: make stop"
     )
+    return 0
 
 
-def stop(args: argparse.Namespace) -> None:
+def run_stop(args: argparse.Namespace) -> int:
     server = TorchServe(args.runtime_dir, args.model_store)
     print("TorchServe stopped" if server.stop() else "TorchServe was not running")
+    return 0
 
 
-def status(args: argparse.Namespace) -> None:
+def run_status(args: argparse.Namespace) -> int:
     server = TorchServe(args.runtime_dir, args.model_store)
     pid = server.pid()
     print(
         f"TorchServe running (pid {pid}), inference at {server.inference_url}" if pid else "TorchServe is not running"
     )
+    return 0
 
 
-def token(args: argparse.Namespace) -> None:
+def run_token(args: argparse.Namespace) -> int:
     """Asks the management API for a new inference token (TorchServe rewrites key_file.json)."""
     import requests
 
@@ -150,16 +144,19 @@ def token(args: argparse.Namespace) -> None:
     if not response.ok:
         raise ServeError(f"token rotation failed: HTTP {response.status_code} {response.text}")
     print(f"new inference token written to {server.key_file}")
+    return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def configure(parser: argparse.ArgumentParser) -> None:
+    """The options of every instance subcommand: where the instance lives."""
     parser.add_argument("--runtime-dir", type=Path, default=DEFAULT_RUNTIME, help="instance files (default: run/)")
     parser.add_argument("--model-store", type=Path, default=DEFAULT_STORE, help="archives (default: model_store/)")
-    commands = parser.add_subparsers(dest="command", required=True)
-    start_parser = commands.add_parser("start", help="build what is missing, start TorchServe, wait for the model")
-    start_parser.add_argument("--model", default="slowfast_r50", choices=sorted(REGISTRY), help="registry model")
-    weights = start_parser.add_mutually_exclusive_group()
+
+
+def configure_serve(parser: argparse.ArgumentParser) -> None:
+    configure(parser)
+    parser.add_argument("--model", default="slowfast_r50", choices=sorted(REGISTRY), help="registry model")
+    weights = parser.add_mutually_exclusive_group()
     weights.add_argument(
         "--checkpoint",
         type=Path,
@@ -167,27 +164,12 @@ def main(argv: list[str] | None = None) -> int:
         "(converted when the archive is built)",
     )
     weights.add_argument("--random-init", action="store_true", help="random weights (plumbing tests only)")
-    start_parser.add_argument("--labels", type=Path, help="label file (default: the model's label set)")
-    start_parser.add_argument("--name", help="served model name (default: the model name)")
-    add_setting_arguments(start_parser)
-    start_parser.add_argument("--timeout", type=float, default=600, help="seconds to wait for the model (default: 600)")
-    start_parser.add_argument(
+    parser.add_argument("--labels", type=Path, help="label file (default: the model's label set)")
+    parser.add_argument("--name", help="served model name (default: the model name)")
+    add_setting_arguments(parser)
+    parser.add_argument("--timeout", type=float, default=600, help="seconds to wait for the model (default: 600)")
+    parser.add_argument(
         "--enable-model-api",
         action="store_true",
         help="allow registering/unregistering archives of the model store over the management API (SECURITY.md)",
     )
-    start_parser.set_defaults(func=start)
-    commands.add_parser("stop", help="stop TorchServe").set_defaults(func=stop)
-    commands.add_parser("status", help="is TorchServe running?").set_defaults(func=status)
-    commands.add_parser("token", help="issue a new inference token").set_defaults(func=token)
-    args = parser.parse_args(argv)
-    try:
-        args.func(args)
-    except (ServeError, DownloadError, ValueError, KeyError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

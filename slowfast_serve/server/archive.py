@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Build ``model_store/<name>.mar`` for a registry model with torch-model-archiver.
 
 The archive holds everything a worker needs and nothing from this checkout: the handler entry
@@ -7,13 +6,8 @@ The archive holds everything a worker needs and nothing from this checkout: the 
 the checkpoint is loaded into the architecture and the label count is checked against the classifier head, so
 a mismatch fails here rather than in a worker. Beside the archive, ``<name>.build.json`` records its inputs.
 
-Examples:
-    scripts/build_archive.py --model slowfast_r50 --checkpoint ~/Downloads/SLOWFAST_8x8_R50.pyth
-    scripts/build_archive.py --model slow_r50 --random-init      # tests/benchmarks only: meaningless output
-    scripts/build_archive.py --model x3d_m --checkpoint X3D_M.pyth --inference export=aoti   # docs/export.md
-
 With ``--inference export=torchscript|aoti`` the serialized file is the exported network instead of the
-checkpoint (scripts/export_model.py builds it, on ``--export-device``, and checks it against eager first).
+checkpoint (slowfast-serve export builds it, on ``--export-device``, and checks it against eager first).
 
 A toolbox's own file (an MMAction2 ``.pth``, a PaddleVideo ``.pdparams``, a PySlowFast ``.pyth`` or Caffe2 ``.pkl``)
 is taken as downloaded for the registry entries serving that toolbox's checkpoints: it is recognised and converted
@@ -34,23 +28,21 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # `handler` is a directory of this checkout, not an installed package
-
-import torch  # noqa: E402
-from export_model import default_device, export_checkpoint  # noqa: E402
-
-from handler.checkpoints import archive_checkpoint  # noqa: E402
-from handler.decode import DecodeLimits  # noqa: E402
-from handler.errors import RequestError  # noqa: E402
-from handler.export import SUFFIXES  # noqa: E402
-from handler.labels import label_set, read_labels, save_labels  # noqa: E402
-from handler.models import RANDOM_INIT, REGISTRY, get_spec, save_random_checkpoint  # noqa: E402
-from handler.pipeline import InferenceOptions, VideoClassifier  # noqa: E402
-from handler.request import DEFAULT_TOP_K, parse_views  # noqa: E402
-from handler.settings import HandlerSettings, decode_limits, inference_options  # noqa: E402
+from handler.checkpoints import archive_checkpoint
+from handler.decode import DecodeLimits
+from handler.errors import RequestError
+from handler.export import SUFFIXES
+from handler.labels import label_set, read_labels, save_labels
+from handler.models import RANDOM_INIT, REGISTRY, get_spec, save_random_checkpoint
+from handler.pipeline import InferenceOptions, VideoClassifier
+from handler.request import DEFAULT_TOP_K, parse_views
+from handler.settings import HandlerSettings, decode_limits, inference_options
+from slowfast_serve.cli import UsageError
+from slowfast_serve.server import REPO
+from slowfast_serve.server.export import default_device, export_checkpoint
 
 DEFAULT_STORE = REPO / "model_store"
 
@@ -79,7 +71,7 @@ class ServingConfig:
 
 @dataclass(frozen=True)
 class BuildRecord:
-    """What went into an archive; ``scripts/serve.py`` rebuilds when the wanted record differs."""
+    """What went into an archive; ``slowfast-serve`` rebuilds when the wanted record differs."""
 
     name: str
     model: str
@@ -325,7 +317,7 @@ def _assignments(texts: list[str], defaults: dict[str, Any], what: str) -> dict[
 
 
 def add_setting_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--limit NAME=VALUE`` and ``--inference NAME=VALUE`` (repeatable), shared with ``scripts/serve.py start``."""
+    """``--limit NAME=VALUE`` and ``--inference NAME=VALUE`` (repeatable), shared with ``slowfast-serve serve``."""
     for flag, defaults, what in (
         ("--limit", DecodeLimits(), "a per-request decoding limit"),
         ("--inference", InferenceOptions(), "how workers run the model (docs/performance.md)"),
@@ -335,8 +327,7 @@ def add_setting_arguments(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(flag, action="append", default=[], metavar="NAME=VALUE", help=help_text)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, choices=sorted(REGISTRY), help="registry model name")
     weights = parser.add_mutually_exclusive_group(required=True)
     weights.add_argument(
@@ -368,12 +359,14 @@ def main(argv: list[str] | None = None) -> int:
         type=torch.device,
         help="where --inference export=torchscript|aoti is built and checked (default: cuda when present, else cpu)",
     )
-    args = parser.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> int:
     try:
         limits = parse_limits(args.limit)
         inference = parse_inference(args.inference)
     except ValueError as e:
-        parser.error(str(e))
+        raise UsageError(str(e)) from e
     serving = ServingConfig(
         batch_size=args.batch_size,
         max_batch_delay_ms=args.max_batch_delay,
@@ -400,7 +393,3 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(archive)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Train or fine-tune a registry architecture on your own classes (a folder of class folders of videos).
 
     DATA/<class name>/*.mp4|*.avi|*.webm|...     one folder per class; class ids are the sorted folder names
@@ -13,13 +12,6 @@ by validation accuracy, then loss), ``labels.json`` (class names by id) and ``tr
 metrics, timings). Serve the result with:
 
     make serve MODEL=<model> CHECKPOINT=<out>/<model>.pyth LABELS=<out>/labels.json
-
-Examples:
-    # fine-tune Kinetics SlowFast-R50 on your classes (the head is replaced to fit them)
-    scripts/finetune.py data/mine --model slowfast_r50 --init SLOWFAST_8x8_R50.pyth --hflip all --out runs/mine
-    # re-train the bundled demo model (see `make train-demo`)
-    scripts/finetune.py data/motion/train --val data/motion/val --model motion_demo \\
-        --hflip models/motion_demo/hflip.json --out models/motion_demo
 """
 
 from __future__ import annotations
@@ -34,19 +26,16 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # `handler` is a directory of this checkout, not an installed package
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
 
-import torch  # noqa: E402
-from torch import nn  # noqa: E402
-from torch.utils.data import DataLoader, Dataset  # noqa: E402
-from tqdm import tqdm  # noqa: E402
-
-from handler.decode import decode_model_clip, probe  # noqa: E402
-from handler.errors import RequestError  # noqa: E402
-from handler.labels import save_labels  # noqa: E402
-from handler.models import REGISTRY, ClipSpec, ModelSpec, build_model, get_spec, load_checkpoint  # noqa: E402
-from handler.transforms import model_inputs, preprocess_frames  # noqa: E402
+from handler.decode import decode_model_clip, probe
+from handler.errors import RequestError
+from handler.labels import save_labels
+from handler.models import REGISTRY, ClipSpec, ModelSpec, build_model, get_spec, load_checkpoint
+from handler.transforms import model_inputs, preprocess_frames
 
 VIDEO_SUFFIXES = {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".flv", ".ogv", ".gif"}
 
@@ -375,8 +364,7 @@ def train(args: argparse.Namespace) -> dict:
     return summary
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("data", type=Path, help="training videos: DATA/<class>/*.mp4 ...")
     parser.add_argument("--val", type=Path, help="validation videos, same layout (default: hold out --val-fraction)")
     parser.add_argument("--val-fraction", type=float, default=0.15, help="held out when --val is not given")
@@ -415,7 +403,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=1, help="data loading processes (default: %(default)s)")
     parser.add_argument("--device", help="e.g. cpu, cuda, cuda:1 (default: cuda if available, else cpu)")
     parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> int:
     try:
         summary = train(args)
     except (ValueError, KeyError, OSError) as e:
@@ -426,7 +416,3 @@ def main(argv: list[str] | None = None) -> int:
         f"wrote {args.out / summary['checkpoint']}, {args.out / 'labels.json'}, {args.out / 'training.json'}"
     )
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,9 +1,8 @@
-#!/usr/bin/env python3
 """Lay out built archives the way KServe's TorchServe runtime reads a ``storageUri``::
 
     <output>/
     ├── config/config.properties     TorchServe's config: this repository's, with the in-cluster changes below
-    └── model-store/<name>.mar       the archives, as scripts/build_archive.py wrote them
+    └── model-store/<name>.mar       the archives, as slowfast-serve archive wrote them
 
 Upload the directory (``gsutil cp -r``, ``aws s3 cp --recursive``, a PVC) and point the InferenceService's
 ``storageUri`` at it (deploy/kserve/, docs/deployment.md). KServe mounts it at ``/mnt/models``.
@@ -17,9 +16,6 @@ In-cluster changes to config.properties (everything else, such as request size l
   authenticate at the ingress / service mesh instead (docs/deployment.md).
 - ``enable_envvars_config=false``: the stock runtime sets ``TS_SERVICE_ENVELOPE``, but this handler reads
   KServe v1 bodies itself (``{"instances": [...]}``), and TorchServe's envelope would drop its batching.
-
-Example:
-    scripts/kserve_layout.py slowfast_r50 --output build/kserve/slowfast_r50
 """
 
 from __future__ import annotations
@@ -30,8 +26,8 @@ import shutil
 import sys
 from pathlib import Path
 
-from build_archive import DEFAULT_STORE, BuildRecord
-from torchserve_ctl import DEFAULT_CONFIG, read_properties, write_properties
+from slowfast_serve.server.archive import DEFAULT_STORE, BuildRecord
+from slowfast_serve.server.torchserve import DEFAULT_CONFIG, read_properties, write_properties
 
 MOUNT = Path("/mnt/models")  # where KServe's storage initializer puts the storageUri's contents
 
@@ -94,19 +90,16 @@ def make_layout(names: list[str], model_store: Path, output: Path) -> Path:
     return output
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("names", nargs="+", help="archive names in the model store (e.g. slowfast_r50)")
     parser.add_argument("--model-store", type=Path, default=DEFAULT_STORE, help="default: %(default)s")
     parser.add_argument("--output", type=Path, required=True, help="the directory to upload as the storageUri")
-    args = parser.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> int:
     try:
         print(make_layout(args.names, args.model_store, args.output))
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Classify a long video window by window (``mode=timeline``) and show the result: a table of labelled
 intervals, a PNG timeline plot (``--plot``), and a copy of the video with the current label burned in
 (``--annotate``).
@@ -7,17 +6,12 @@ The plot has one row per label that some interval carries (a bar over each of it
 top-1 score of every window. The annotated copy is re-encoded as H.264 mp4 at the source frame rate; each
 frame shows the label (and mean score) of the interval it falls in. The server answer is printed as JSON with
 ``--json``.
-
-Examples:
-    scripts/timeline.py match.mp4 --stride-sec 1 --plot match.png --annotate match-labelled.mp4
-    scripts/timeline.py match.mp4 --model motion_demo --json
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -26,39 +20,25 @@ import av
 import matplotlib
 import numpy as np
 import requests
-from classify import DEFAULT_URL, classify, find_key_file, render
+from matplotlib.figure import Figure
 from PIL import Image, ImageDraw, ImageFont
 from rich.console import Console
-from torchserve_ctl import ServeError, read_token
 
-matplotlib.use("Agg")  # files only, no display needed
-import matplotlib.pyplot as plt  # noqa: E402
+from slowfast_serve.client.classify import render
+from slowfast_serve.client.errors import ServiceError
+from slowfast_serve.client.options import add_service_arguments, client_from_args
 
-
-def request_timeline(
-    video: Path, *, url: str, model: str, token: str | None, stride_sec: float | None, top_k: int, timeout: float
-) -> dict[str, Any]:
-    """The server's ``mode=timeline`` answer for ``video``.
-
-    Raises:
-        RuntimeError: the server answered with an error (its status, type and message).
-    """
-    options = {"mode": "timeline", "top_k": top_k, "stride_sec": stride_sec}
-    response = classify(video, url=url, model=model, token=token, options=options, timeout=timeout)
-    body = response.json() if response.headers.get("content-type", "").startswith("application/json") else {}
-    if not response.ok:
-        raise RuntimeError(f"HTTP {response.status_code} {body.get('type', '')}: {body.get('message', response.text)}")
-    return body
+FAILURES = (ServiceError, OSError, requests.RequestException, av.FFmpegError)
 
 
 def plot(answer: dict[str, Any], path: Path, title: str) -> Path:
     """A PNG: labelled intervals as bars (one row per label), and each window's top-1 score below."""
     timeline = answer["timeline"]
     labels = list(dict.fromkeys(run["label"] for run in timeline["intervals"]))
-    figure, (bars, scores) = plt.subplots(
-        2, 1, sharex=True, figsize=(10, 1.2 + 0.45 * len(labels) + 1.8), height_ratios=[max(len(labels), 1), 2]
-    )
-    colors = plt.get_cmap("tab10")
+    # A bare Figure (not pyplot): no GUI backend is chosen, so this works on servers without a display.
+    figure = Figure(figsize=(10, 1.2 + 0.45 * len(labels) + 1.8))
+    bars, scores = figure.subplots(2, 1, sharex=True, height_ratios=[max(len(labels), 1), 2])
+    colors = matplotlib.colormaps["tab10"]
     for run in timeline["intervals"]:
         row = labels.index(run["label"])
         bars.broken_barh(
@@ -76,7 +56,6 @@ def plot(answer: dict[str, Any], path: Path, title: str) -> Path:
     scores.set_xlabel("seconds")
     figure.tight_layout()
     figure.savefig(path, dpi=100)
-    plt.close(figure)
     return path
 
 
@@ -123,36 +102,19 @@ def annotate(source: Path, answer: dict[str, Any], path: Path) -> Path:
     return path
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("video", type=Path)
-    parser.add_argument("--model", default="slowfast_r50", help="served model name (default: %(default)s)")
     parser.add_argument("--stride-sec", type=float, help="seconds between windows (server default: one clip)")
     parser.add_argument("--top-k", type=int, default=3, help="classes per window (default: %(default)s)")
     parser.add_argument("--plot", type=Path, help="write the timeline plot here (PNG)")
     parser.add_argument("--annotate", type=Path, help="write a copy of the video with the labels burned in (mp4)")
     parser.add_argument("--json", action="store_true", help="print the server's JSON")
-    parser.add_argument("--url", default=DEFAULT_URL, help="TorchServe inference address (default: %(default)s)")
-    parser.add_argument("--key-file", type=Path, help="TorchServe key_file.json (default: as classify.py)")
-    parser.add_argument("--timeout", type=float, default=900, help="seconds for the request (default: %(default)s)")
-    args = parser.parse_args(argv)
+    add_service_arguments(parser, timeout=900)
 
-    console, errors = Console(), Console(stderr=True)
-    try:
-        key_file = find_key_file(args.key_file)
-        token = read_token(key_file) if key_file else None
-        answer = request_timeline(
-            args.video,
-            url=args.url,
-            model=args.model,
-            token=token,
-            stride_sec=args.stride_sec,
-            top_k=args.top_k,
-            timeout=args.timeout,
-        )
-    except (ServeError, RuntimeError, OSError, requests.RequestException) as e:
-        errors.print(f"error: {e}")
-        return 1
+
+def run(args: argparse.Namespace) -> int:
+    console = Console()
+    answer = client_from_args(args).timeline(args.video, stride_sec=args.stride_sec, top_k=args.top_k).body
     if args.json:
         print(json.dumps(answer))
     else:
@@ -162,7 +124,3 @@ def main(argv: list[str] | None = None) -> int:
     if args.annotate:
         console.print(f"annotated video: {annotate(args.video, answer, args.annotate)}")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

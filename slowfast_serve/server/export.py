@@ -1,14 +1,9 @@
-#!/usr/bin/env python3
 """Export a registry model's network to TorchScript or an AOTInductor package, and check it against eager.
 
-``scripts/build_archive.py --inference export=torchscript|aoti`` calls this before packaging; run alone, it
+``slowfast-serve archive --inference export=torchscript|aoti`` calls this before packaging; run alone, it
 writes the artifact and prints the check. The check runs the eager network and the loaded export on the same
 random clips at batch sizes 1, 2, 3 and the largest the export takes (a batch size baked into the graph, or a
 kernel wrong at one size, shows) and fails when their outputs disagree beyond float rounding.
-
-Examples:
-    scripts/export_model.py --model slowfast_r50 --checkpoint SLOWFAST_8x8_R50.pyth --format aoti --output sf.pt2
-    scripts/export_model.py --model x3d_s --random-init --format torchscript --output /tmp/x3d_s.ts.pt
 """
 
 from __future__ import annotations
@@ -21,16 +16,13 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # `handler` is a directory of this checkout, not an installed package
+import torch
 
-import torch  # noqa: E402
-
-from handler.export import EXPORT_FORMATS, ExportMetadata, as_pathways, export_network  # noqa: E402
-from handler.labels import label_set, read_labels  # noqa: E402
-from handler.models import REGISTRY, ModelSpec, get_spec, save_random_checkpoint  # noqa: E402
-from handler.pipeline import InferenceOptions, VideoClassifier  # noqa: E402
-from handler.transforms import model_inputs  # noqa: E402
+from handler.export import EXPORT_FORMATS, ExportMetadata, as_pathways, export_network
+from handler.labels import label_set, read_labels
+from handler.models import REGISTRY, ModelSpec, get_spec, save_random_checkpoint
+from handler.pipeline import InferenceOptions, VideoClassifier
+from handler.transforms import model_inputs
 
 # Largest relative difference (max |export - eager| / max |eager|) accepted: float32 rounding of reordered
 # kernels stays orders of magnitude below it; a wrong layout or a baked batch size lands far above.
@@ -155,8 +147,7 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, choices=sorted(REGISTRY), help="registry model name")
     weights = parser.add_mutually_exclusive_group(required=True)
     weights.add_argument("--checkpoint", type=Path, help="official-format checkpoint (.pyth with 'model_state')")
@@ -166,7 +157,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, required=True, help="artifact path (.ts.pt / .pt2)")
     parser.add_argument("--device", type=torch.device, default=default_device(), help="default: %(default)s")
     parser.add_argument("--max-batch", type=int, default=InferenceOptions.max_clips_per_forward, help="aoti's bound")
-    args = parser.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> int:
     spec = get_spec(args.model)
     options = InferenceOptions(export=args.format, max_clips_per_forward=args.max_batch)
     with tempfile.TemporaryDirectory() as tmp:
@@ -180,7 +173,3 @@ def main(argv: list[str] | None = None) -> int:
     print(report.summary())
     print(asdict(report))
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

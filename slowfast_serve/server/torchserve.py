@@ -1,4 +1,4 @@
-"""Start, wait for, and stop one TorchServe instance: shared by ``scripts/serve.py``, the tests and benchmarks.
+"""Start, wait for, and stop one TorchServe instance: shared by ``slowfast-serve serve``, the tests and benchmarks.
 
 An instance lives in a *runtime directory* that isolates everything TorchServe writes:
 
@@ -11,7 +11,6 @@ An instance lives in a *runtime directory* that isolates everything TorchServe w
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -25,7 +24,10 @@ from pathlib import Path
 
 import requests
 
-REPO = Path(__file__).resolve().parents[1]
+from slowfast_serve.client.errors import KeyFileError
+from slowfast_serve.client.keys import read_token
+from slowfast_serve.server import REPO
+
 DEFAULT_CONFIG = REPO / "config.properties"
 
 
@@ -228,9 +230,10 @@ class TorchServe:
         """Whether the instance's config keeps TorchServe's token authorization on (the default)."""
         return self.properties().get("disable_token_authorization", "false").lower() != "true"
 
-    def token(self, kind: str = "inference") -> str:
-        """The current ``inference``, ``management`` or ``API`` key from the instance's ``key_file.json``."""
-        return read_token(self.key_file, kind)
+    def token(self, kind: str = "inference", wait: float = 10.0) -> str:
+        """The current ``inference``, ``management`` or ``API`` key from the instance's ``key_file.json``
+        (retried for ``wait`` seconds while TorchServe is still writing the file)."""
+        return read_token(self.key_file, kind, wait)
 
     def wait_ready(self, model: str, timeout: float = 300) -> dict:
         """Waits until ``model`` has a READY worker; returns its management description.
@@ -246,14 +249,17 @@ class TorchServe:
                 raise ServeError(f"TorchServe exited while loading {model}.\n{self.log_tail()}")
             try:
                 if self.key_file.exists() or not auth:
-                    headers = {"Authorization": f"Bearer {self.token('management')}"} if auth else {}
+                    # The file appears before TorchServe has finished writing it: a failed read is retried
+                    # until the overall deadline like any other not-ready answer.
+                    wait = max(0.0, min(5.0, deadline - time.monotonic()))
+                    headers = {"Authorization": f"Bearer {self.token('management', wait)}"} if auth else {}
                     response = requests.get(f"{self.management_url}/models/{model}", headers=headers, timeout=5)
                     last = f"HTTP {response.status_code}: {response.text[:200]}"
                     if response.ok:
                         description = response.json()[0]
                         if any(w.get("status") == "READY" for w in description.get("workers", [])):
                             return description
-            except (requests.RequestException, ValueError, KeyError) as e:
+            except (requests.RequestException, ValueError, KeyError, KeyFileError) as e:
                 last = str(e)
             time.sleep(1)
         raise ServeError(f"{model} was not ready after {timeout:.0f}s (last answer: {last}).\n{self.log_tail()}")
@@ -297,14 +303,3 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
-
-
-def read_token(key_file: Path, kind: str = "inference") -> str:
-    """A key from a TorchServe ``key_file.json``."""
-    try:
-        keys = json.loads(Path(key_file).read_text())
-        return keys[kind]["key"]
-    except FileNotFoundError:
-        raise ServeError(f"no token file at {key_file}; is TorchServe running (make serve)?") from None
-    except (ValueError, KeyError, TypeError) as e:
-        raise ServeError(f"{key_file} has no {kind!r} key ({e})") from None

@@ -1,22 +1,18 @@
 """TorchServe gRPC client: inference (``Ping``, ``Predictions``, ``StreamPredictions``) and management.
 
-The stubs come from the installed TorchServe's own ``.proto`` files (``scripts/grpc_stubs.py``; generated on
-first use when ``make setup`` has not). Tokens travel as ``authorization: Bearer <key>`` metadata: the
+The stubs come from the installed TorchServe's own ``.proto`` files (:mod:`slowfast_serve.client.grpc_stubs`;
+generated on first use when ``make setup`` has not). Tokens travel as ``authorization: Bearer <key>`` metadata: the
 ``inference`` key for the inference service, the ``management`` key for the management service
 (``key_file.json``).
 
 gRPC has one status per call and TorchServe sends the handler's per-request status only over HTTP, so a
 request that failed inside a batch arrives as an OK call whose payload is the handler's JSON error; the client
 checks every payload and raises :class:`PredictionError` for those.
-
-Example:
-    client = GrpcClient(token=read_token(key_file, "inference"))
-    result = client.predict("slowfast_r50", Path("clip.mp4").read_bytes(), top_k=3)
 """
 
 from __future__ import annotations
 
-import importlib
+import importlib.util
 import json
 import sys
 from collections.abc import Iterator
@@ -26,7 +22,9 @@ from typing import Any
 
 import grpc
 from google.protobuf import empty_pb2
-from grpc_stubs import DEFAULT_OUT, generate, up_to_date
+
+from slowfast_serve.client.errors import ServiceError
+from slowfast_serve.client.grpc_stubs import DEFAULT_OUT, generate, up_to_date
 
 DEFAULT_INFERENCE = "127.0.0.1:7070"
 DEFAULT_MANAGEMENT = "127.0.0.1:7071"
@@ -38,24 +36,37 @@ _CHANNEL_OPTIONS = [
 ]
 
 
-class PredictionError(Exception):
+class PredictionError(ServiceError):
     """The handler answered a request with an error (status, type and message of its JSON body)."""
 
     def __init__(self, body: dict[str, Any]) -> None:
-        self.status = int(body.get("code", 500))
-        self.type = str(body.get("type", "Error"))
-        self.message = str(body.get("message", body))
-        super().__init__(f"{self.status} {self.type}: {self.message}")
+        status, kind, message = (
+            int(body.get("code", 500)),
+            str(body.get("type", "Error")),
+            str(body.get("message", body)),
+        )
+        super().__init__(status, kind, message, body)
 
 
 def stubs() -> tuple[ModuleType, ModuleType, ModuleType, ModuleType]:
     """``(inference_pb2, inference_pb2_grpc, management_pb2, management_pb2_grpc)``, generated if needed."""
     if not up_to_date(DEFAULT_OUT):
         generate(DEFAULT_OUT)
-    if str(DEFAULT_OUT) not in sys.path:
-        sys.path.insert(0, str(DEFAULT_OUT))  # the generated modules import each other by top-level name
     names = ("inference_pb2", "inference_pb2_grpc", "management_pb2", "management_pb2_grpc")
-    return tuple(importlib.import_module(name) for name in names)  # type: ignore[return-value]
+    return tuple(_load(name) for name in names)  # type: ignore[return-value]
+
+
+def _load(name: str) -> ModuleType:
+    """The generated module ``name`` from :data:`DEFAULT_OUT`, registered under its top-level name: protoc's
+    ``*_pb2_grpc`` modules import their ``*_pb2`` by that name, and load in the order above finds it there."""
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, DEFAULT_OUT / f"{name}.py")
+        if spec is None or spec.loader is None:
+            raise ImportError(f"no generated module {name} in {DEFAULT_OUT}")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
 
 
 def _result(payload: bytes) -> dict[str, Any]:

@@ -1,30 +1,25 @@
-#!/usr/bin/env python3
 """Generate TorchServe's gRPC Python stubs from the ``.proto`` files of the installed TorchServe.
 
 The protos ship inside ``ts/frontend/model-server.jar`` (``proto/inference.proto`` and
 ``proto/management.proto``), so the stubs always match the server the client talks to. They import
 ``google/protobuf/empty.proto`` (bundled with grpcio-tools) and ``google/rpc/status.proto`` (from
 googleapis-common-protos). Output: ``inference_pb2.py``, ``inference_pb2_grpc.py``, ``management_pb2.py``,
-``management_pb2_grpc.py`` in ``--out`` (default ``build/grpc``, ignored by git). ``scripts/install.sh`` runs
-this after installing the requirements; ``scripts/ts_grpc.py`` runs it when the stubs are missing or were
-generated from another TorchServe.
-
-Example:
-    .venv/bin/python scripts/grpc_stubs.py --out build/grpc
+``management_pb2_grpc.py`` in :data:`DEFAULT_OUT` (``build/grpc`` of the checkout, ignored by git; outside a
+checkout a per-user cache folder). ``scripts/install.sh`` generates them after installing the requirements;
+:mod:`slowfast_serve.client.grpc_client` does when they are missing or were generated from another TorchServe.
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
-import sys
 import tempfile
 import zipfile
 from importlib import metadata
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT_OUT = REPO / "build" / "grpc"
+from slowfast_serve.checkout import CHECKOUT
+
+DEFAULT_OUT = (CHECKOUT / "build" if CHECKOUT else Path.home() / ".cache" / "slowfast-serve") / "grpc"
 PROTOS = ("inference.proto", "management.proto")
 STAMP = "stubs.version"
 
@@ -34,7 +29,10 @@ def server_jar() -> Path:
     try:
         files = metadata.files("torchserve") or []
     except metadata.PackageNotFoundError:
-        raise FileNotFoundError("TorchServe is not installed here: run `make setup`") from None
+        raise FileNotFoundError(
+            "the gRPC stubs are generated from the installed TorchServe's protos, and TorchServe is not installed "
+            "here: use the HTTP client, or the checkout's environment (scripts/install.sh)"
+        ) from None
     for file in files:
         if file.name == "model-server.jar":
             return Path(file.locate())
@@ -82,19 +80,3 @@ def generate(out: Path = DEFAULT_OUT) -> Path:
             raise RuntimeError(f"protoc failed on TorchServe's protos from {jar}")
     (out / STAMP).write_text(_fingerprint(jar) + "\n")
     return out
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output directory (default: %(default)s)")
-    args = parser.parse_args(argv)
-    try:
-        print(generate(args.out))
-    except (FileNotFoundError, RuntimeError, ImportError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

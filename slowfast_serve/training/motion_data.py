@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Synthetic motion videos in 8 classes, as a folder-of-folders dataset (``root/<class>/<id>.<ext>``).
 
 Every video shows one irregular polygon (never rotation-symmetric, with an off-centre marker) that moves left,
@@ -11,10 +10,6 @@ mkv, mov, webm, avi).
 
 A video is a pure function of ``(seed, class, index)``, so datasets are reproducible and disjoint seeds give
 disjoint videos.
-
-Examples:
-    scripts/motion_dataset.py data/motion/train --per-class 60 --seed 0
-    scripts/motion_dataset.py data/motion/val --per-class 12 --seed 1
 """
 
 from __future__ import annotations
@@ -22,7 +17,6 @@ from __future__ import annotations
 import argparse
 import io
 import math
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -32,10 +26,7 @@ import av
 import numpy as np
 from PIL import Image, ImageDraw
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # `handler` is a directory of this checkout, not an installed package
-
-from handler.labels import MOTION_CLASSES  # noqa: E402
+from handler.labels import MOTION_CLASSES
 
 # (codec, container, pixel format, extension). yuv444p is the one that accepts odd frame sizes.
 ENCODINGS = (
@@ -313,19 +304,16 @@ def _distractor(rng: np.random.Generator, width: int, height: int) -> tuple[np.n
     return polygon, tuple(int(c) for c in rng.integers(0, 256, 3))
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("root", type=Path, help="output folder (one sub-folder per class)")
     parser.add_argument("--per-class", type=int, default=60, help="videos per class (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="dataset seed; disjoint seeds give disjoint videos")
     parser.add_argument(
         "--classes", nargs="+", choices=MOTION_CLASSES, default=MOTION_CLASSES, metavar="CLASS", help="a subset"
     )
-    args = parser.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> int:
     paths = write_dataset(args.root, args.per_class, args.seed, args.classes)
     print(f"{len(paths)} videos in {args.root}")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

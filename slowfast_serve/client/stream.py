@@ -1,20 +1,14 @@
-#!/usr/bin/env python3
 """Classify a live stream: a webcam, an RTSP/HTTP(S) stream, or a file played as one.
 
 Keeps a rolling window of the last ``--window-sec`` seconds of frames (by their timestamps, so at the source's
 real frame rate), and every ``--every`` seconds of stream time encodes that window as a small H.264 mp4 (short
 side scaled to ``--short-side``, 256 by default: what the model sees anyway) and asks the server. Each answer
 is printed with its stream time; with ``--output``, a copy of the stream is written with the latest answer
-burned in (as ``scripts/timeline.py --annotate`` does); with ``--show`` and a display, the annotated frames are
+burned in (as ``slowfast-serve timeline --annotate`` does); with ``--show`` and a display, the annotated frames are
 shown live (matplotlib). A file source runs as fast as it decodes unless ``--realtime``.
 
 Sources: a file path; ``rtsp://...``, ``http(s)://...`` URLs (FFmpeg opens them); a V4L2 device such as
 ``/dev/video0``, or its number (``0``).
-
-Examples:
-    scripts/stream.py /dev/video0 --model slowfast_r50 --every 1 --show
-    scripts/stream.py rtsp://camera.local/stream --every 2 --output labelled.mp4
-    scripts/stream.py recording.mp4 --model motion_demo --every 1 --json
 """
 
 from __future__ import annotations
@@ -24,7 +18,6 @@ import collections
 import io
 import json
 import os
-import sys
 import time
 from fractions import Fraction
 from pathlib import Path
@@ -33,11 +26,14 @@ from typing import Any
 import av
 import numpy as np
 import requests
-from classify import DEFAULT_URL, find_key_file
 from PIL import Image
 from rich.console import Console
-from timeline import draw_label
-from torchserve_ctl import ServeError, read_token
+
+from slowfast_serve.client.errors import ServiceError
+from slowfast_serve.client.options import add_service_arguments, client_from_args
+from slowfast_serve.client.timeline import draw_label
+
+FAILURES = (ServiceError, OSError, av.FFmpegError, requests.RequestException)
 
 DEFAULT_WINDOW_SEC = 64 / 30  # the SlowFast R50 clip: 32 frames x 2 at 30 fps
 
@@ -73,19 +69,6 @@ def encode_window(frames: list[tuple[float, Image.Image]], short_side: int) -> b
     return buffer.getvalue()
 
 
-def ask(session: requests.Session, url: str, model: str, video: bytes, top_k: int) -> dict[str, Any]:
-    response = session.post(
-        f"{url.rstrip('/')}/predictions/{model}",
-        data=video,
-        headers={"Content-Type": "video/mp4", "X-Top-K": str(top_k)},
-        timeout=120,
-    )
-    body = response.json()
-    if not response.ok:
-        raise RuntimeError(f"HTTP {response.status_code} {body.get('type', '')}: {body.get('message', body)}")
-    return body
-
-
 class Shower:
     """Shows annotated frames in a matplotlib window (only with ``--show`` and a display)."""
 
@@ -105,11 +88,8 @@ class Shower:
         self.plt.pause(0.001)
 
 
-def run(args: argparse.Namespace, console: Console) -> int:
-    key_file = find_key_file(args.key_file)
-    session = requests.Session()
-    if key_file:
-        session.headers["Authorization"] = f"Bearer {read_token(key_file)}"
+def _follow(args: argparse.Namespace, console: Console) -> int:
+    client = client_from_args(args)
     window: collections.deque[tuple[float, Image.Image]] = collections.deque()
     latest: dict[str, Any] | None = None
     next_ask = args.window_sec
@@ -138,7 +118,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
             while window and window[0][0] <= seconds - args.window_sec:
                 window.popleft()
             if seconds >= next_ask:
-                latest = ask(session, args.url, args.model, encode_window(list(window), args.short_side), args.top_k)
+                latest = client.classify(encode_window(list(window), args.short_side), top_k=args.top_k).body
                 latest["stream_sec"] = round(seconds, 3)
                 top = latest["predictions"][0]
                 if args.json:
@@ -168,10 +148,8 @@ def run(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("source", help="file, rtsp:// or http(s):// URL, /dev/videoN or N")
-    parser.add_argument("--model", default="slowfast_r50", help="served model name (default: %(default)s)")
     parser.add_argument("--every", type=float, default=1.0, help="seconds of stream between requests (default: 1)")
     parser.add_argument("--window-sec", type=float, default=DEFAULT_WINDOW_SEC, help="window length (default: 2.133)")
     parser.add_argument("--short-side", type=int, default=256, help="short side of the frames sent (default: 256)")
@@ -181,18 +159,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--realtime", action="store_true", help="pace a file source at its frame rate")
     parser.add_argument("--max-seconds", type=float, help="stop after this much stream time")
     parser.add_argument("--json", action="store_true", help="print each answer as JSON (with stream_sec)")
-    parser.add_argument("--url", default=DEFAULT_URL, help="TorchServe inference address (default: %(default)s)")
-    parser.add_argument("--key-file", type=Path, help="TorchServe key_file.json (default: as classify.py)")
-    args = parser.parse_args(argv)
-    console, errors = Console(), Console(stderr=True)
+    add_service_arguments(parser, timeout=120)
+
+
+def run(args: argparse.Namespace) -> int:
     try:
-        return run(args, console)
+        return _follow(args, Console())
     except KeyboardInterrupt:
         return 0
-    except (ServeError, RuntimeError, OSError, av.FFmpegError, requests.RequestException) as e:
-        errors.print(f"error: {e}")
-        return 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

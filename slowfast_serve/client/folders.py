@@ -1,4 +1,4 @@
-"""Folder mode of ``scripts/classify.py``: every video under the given folders, a bounded number at a time, with a
+"""Folder mode of ``slowfast-serve classify``: every video under the given folders, a bounded number at a time, with a
 progress bar, one record per video in a resumable JSONL or CSV file, and a summary.
 
 Records (JSONL: one object per line; CSV: the same keys except ``response``):
@@ -121,7 +121,7 @@ def run(videos: list[Path], send: Sender, output: Path, concurrency: int, consol
     """Classifies ``videos`` with at most ``concurrency`` requests in flight, appending to ``output``.
 
     Raises:
-        ConnectionError: the server cannot be reached (the records written so far stay).
+        ServiceUnreachableError: the server cannot be reached (the records written so far stay).
     """
     summary = Summary()
     finished = done_paths(output)
@@ -153,7 +153,5 @@ def _send_file(send: Sender, video: Path) -> tuple[int, dict]:
         return 404, {"type": "NoSuchFile", "message": f"{video}: no such file"}
     try:
         return send(video)
-    except OSError as e:  # unreadable file; ConnectionError (server down) propagates
-        if isinstance(e, ConnectionError):
-            raise
+    except OSError as e:  # an unreadable file; ServiceUnreachableError (server down) propagates
         return 400, {"type": "UnreadableFile", "message": str(e)}

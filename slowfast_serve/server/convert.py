@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Convert a toolbox's SlowFast checkpoint into this project's format, or say what a checkpoint file is.
 
 Reads IN as its bytes say (a torch file, a PaddleVideo ``.pdparams``, a PySlowFast Caffe2 ``.pkl``), without
@@ -7,12 +6,7 @@ entry ``--model`` (key names and tensor layouts: handler/checkpoints.py) and che
 network, key for key and shape for shape. OUT is ``{"model_state": state_dict, "source": {"file", "sha256",
 "layout", "format"}}``, a plain ``torch.load(weights_only=True)`` file; served, its responses name the original
 file (``"weights": "<IN's name> sha256:<first 12 hex>"``). ``make serve``/``make archive`` convert at build time
-on their own: this script is for inspecting a file or converting it once.
-
-Examples:
-    scripts/convert_checkpoint.py slowfast_r50_8x8x1_256e_kinetics400_rgb_20200716-73547d2b.pth \\
-        --model mmaction2_slowfast_r50_8x8 --out mmaction2_slowfast_r50_8x8.pyth
-    scripts/convert_checkpoint.py 'SlowFast_8*8.pdparams' --describe
+on their own: this command is for inspecting a file or converting it once.
 
 Exit status: 0 on success, 2 for a refused file (not a checkpoint, truncated, unsafe, another toolbox's or
 architecture's; the message says which ``--model`` fits) or bad arguments.
@@ -21,47 +15,36 @@ architecture's; the message says which ``--model`` fits) or bad arguments.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-try:
-    import torch  # noqa: F401 (the project's stack: present in its venv)
-except ImportError:
-    # Run as `scripts/convert_checkpoint.py` by a python without torch: use the project's venv if built.
-    venv_python = REPO / ".venv" / "bin" / "python"
-    if venv_python.exists() and Path(sys.prefix).resolve() != (REPO / ".venv").resolve():
-        os.execv(venv_python, [str(venv_python), __file__, *sys.argv[1:]])
-    sys.exit("convert_checkpoint.py needs the project's packages: run `make setup`")
-
-sys.path.insert(0, str(REPO))  # `handler` is a directory of this checkout, not an installed package
-
-from handler.checkpoints import CheckpointError, convert_checkpoint, describe_checkpoint  # noqa: E402
-from handler.models import REGISTRY, get_spec  # noqa: E402
+from handler.checkpoints import CheckpointError, convert_checkpoint, describe_checkpoint
+from handler.models import REGISTRY, get_spec
+from slowfast_serve.cli import UsageError
 
 REFUSED = 2
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", type=Path, metavar="IN", help="the checkpoint file as downloaded")
     parser.add_argument(
         "--model", choices=sorted(REGISTRY), metavar="NAME", help="registry entry to convert for (README: Models)"
     )
     parser.add_argument("--out", type=Path, help="where to write the converted checkpoint (.pyth)")
     parser.add_argument("--describe", action="store_true", help="only print what IN is and which entries fit it")
-    args = parser.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> int:
     if not args.describe and (args.model is None or args.out is None):
-        parser.error("--model and --out are required (or --describe)")
+        raise UsageError("--model and --out are required (or --describe)")
     if not args.checkpoint.is_file():
-        parser.error(f"{args.checkpoint} is not a file")
+        raise UsageError(f"{args.checkpoint} is not a file")
     try:
         if args.describe:
             print(describe_checkpoint(args.checkpoint))
             return 0
         if args.out.resolve() == args.checkpoint.resolve():
-            parser.error("--out must not overwrite IN")
+            raise UsageError("--out must not overwrite IN")
         conversion = convert_checkpoint(args.checkpoint, get_spec(args.model), args.out)
     except CheckpointError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -73,7 +56,3 @@ def main(argv: list[str] | None = None) -> int:
         f"(weights: {conversion.weights.description})"
     )
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

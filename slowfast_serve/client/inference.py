@@ -1,0 +1,217 @@
+"""The inference API of a running service, from Python: :class:`Client` and its typed results.
+
+Every failure raises :class:`~slowfast_serve.client.errors.ServiceError` with the server's JSON error.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from slowfast_serve.client.errors import ServiceError, ServiceUnreachableError
+from slowfast_serve.client.keys import find_key_file, read_token
+
+DEFAULT_URL = "http://127.0.0.1:8080"
+DEFAULT_MODEL = "slowfast_r50"
+
+#: What :meth:`Client.classify` accepts as a video: a path, or the file's bytes.
+Video = str | Path | bytes
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One class of a response: its label, its index in the model's label set and its probability in [0, 1]."""
+
+    label: str
+    class_id: int
+    score: float
+
+    @classmethod
+    def from_json(cls, item: dict[str, Any]) -> Prediction:
+        return cls(str(item["label"]), int(item["class_id"]), float(item["score"]))
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One timeline window ``[start_sec, end_sec)`` and its own predictions."""
+
+    start_sec: float
+    end_sec: float
+    predictions: tuple[Prediction, ...]
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A run of consecutive timeline windows with the same top class."""
+
+    label: str
+    start_sec: float
+    end_sec: float
+    mean_score: float
+
+
+@dataclass(frozen=True)
+class Timeline:
+    """The windows of a ``mode=timeline`` request and their merged intervals."""
+
+    stride_sec: float
+    segments: tuple[Segment, ...]
+    intervals: tuple[Interval, ...]
+
+    @classmethod
+    def from_json(cls, body: dict[str, Any]) -> Timeline:
+        return cls(
+            stride_sec=float(body["stride_sec"]),
+            segments=tuple(
+                Segment(float(s["start_sec"]), float(s["end_sec"]), tuple(map(Prediction.from_json, s["predictions"])))
+                for s in body["segments"]
+            ),
+            intervals=tuple(
+                Interval(str(i["label"]), float(i["start_sec"]), float(i["end_sec"]), float(i["mean_score"]))
+                for i in body["intervals"]
+            ),
+        )
+
+
+@dataclass(frozen=True)
+class Classification:
+    """A successful answer (docs/api.md "Response").
+
+    Attributes:
+        model: the served model's registry name.
+        weights: the checkpoint's file name and hash, or ``"random-init"`` (meaningless predictions).
+        predictions: the top classes, best first.
+        clip: the first clip's window (``start_sec``, ``end_sec``, ``frames``, ``source_frames``).
+        views: the clips and crops averaged.
+        video: the stream as stored (size, fps, duration, codec, container, rotation).
+        timeline: the windows, with ``mode=timeline``; else ``None``.
+        body: the JSON as received.
+    """
+
+    model: str
+    weights: str
+    predictions: tuple[Prediction, ...]
+    clip: dict[str, Any]
+    views: dict[str, Any]
+    video: dict[str, Any]
+    timeline: Timeline | None
+    body: dict[str, Any]
+
+    @property
+    def top(self) -> Prediction:
+        """The best class."""
+        return self.predictions[0]
+
+    @classmethod
+    def from_json(cls, body: dict[str, Any]) -> Classification:
+        return cls(
+            model=str(body.get("model", "")),
+            weights=str(body.get("weights", "")),
+            predictions=tuple(map(Prediction.from_json, body["predictions"])),
+            clip=dict(body.get("clip", {})),
+            views=dict(body.get("views", {})),
+            video=dict(body.get("video", {})),
+            timeline=Timeline.from_json(body["timeline"]) if "timeline" in body else None,
+            body=body,
+        )
+
+
+class Client:
+    """Calls ``POST {url}/predictions/{model}`` with the video as multipart field ``data``.
+
+    Args:
+        url: the inference address (``make serve`` configures ``http://127.0.0.1:8080``).
+        token: the ``inference`` key of TorchServe's ``key_file.json``, or ``None`` when token authorization is
+            off (:meth:`from_key_file` reads it).
+        model: the served model name used when a call names none.
+        timeout: seconds per request (a 10x3 request on a CPU takes tens of seconds).
+    """
+
+    def __init__(
+        self, url: str = DEFAULT_URL, token: str | None = None, *, model: str = DEFAULT_MODEL, timeout: float = 300
+    ) -> None:
+        self.url = url.rstrip("/")
+        self.model = model
+        self.timeout = timeout
+        self._session = requests.Session()
+        if token:
+            self._session.headers["Authorization"] = f"Bearer {token}"
+
+    @classmethod
+    def from_key_file(cls, url: str = DEFAULT_URL, key_file: Path | None = None, **kwargs: Any) -> Client:
+        """A client with the ``inference`` token of ``key_file`` (default: found as :func:`find_key_file` does;
+        no token when there is no key file)."""
+        found = find_key_file(key_file)
+        return cls(url, read_token(found) if found else None, **kwargs)
+
+    def close(self) -> None:
+        self._session.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def send(self, video: Video, *, model: str | None = None, **options: object) -> tuple[int, dict[str, Any]]:
+        """One request as sent and answered: ``(HTTP status, JSON body)``, whatever the status.
+
+        Options left ``None`` are left to the server (docs/api.md lists them: ``top_k``, ``start_sec``, ``views``,
+        ``mode``, ``stride_sec``).
+
+        Raises:
+            ServiceUnreachableError: nothing answered at ``url``.
+        """
+        name, data = ("video", video) if isinstance(video, bytes) else (Path(video).name, Path(video).read_bytes())
+        try:
+            response = self._session.post(
+                f"{self.url}/predictions/{model or self.model}",
+                files={"data": (name, data, "application/octet-stream")},
+                data={k: str(v) for k, v in options.items() if v is not None},
+                timeout=self.timeout,
+            )
+        except requests.ConnectionError as e:
+            raise ServiceUnreachableError(self.url, type(e).__name__) from e
+        try:
+            return response.status_code, response.json()
+        except ValueError:
+            return response.status_code, {"type": "NonJsonResponse", "message": response.text[:500]}
+
+    def _answer(self, video: Video, model: str | None, options: dict[str, object]) -> Classification:
+        status, body = self.send(video, model=model, **options)
+        if status != 200:
+            raise ServiceError.from_body(status, body)
+        return Classification.from_json(body)
+
+    def classify(
+        self,
+        video: Video,
+        *,
+        model: str | None = None,
+        top_k: int | None = None,
+        start_sec: float | None = None,
+        views: str | None = None,
+    ) -> Classification:
+        """The top classes of one clip (or of ``views``, e.g. ``"10x3"``, averaged) of ``video``.
+
+        Raises:
+            ServiceError: the server's error (``InvalidVideo``, ``ClipOutOfRange``, ``InvalidKeyException`` ...).
+        """
+        return self._answer(video, model, {"top_k": top_k, "start_sec": start_sec, "views": views})
+
+    def timeline(
+        self,
+        video: Video,
+        *,
+        model: str | None = None,
+        stride_sec: float | None = None,
+        start_sec: float | None = None,
+        top_k: int | None = None,
+    ) -> Classification:
+        """One answer per window every ``stride_sec`` (default: a clip) from ``start_sec`` to the end; the
+        result's ``timeline`` holds the windows and merged intervals."""
+        options = {"mode": "timeline", "stride_sec": stride_sec, "start_sec": start_sec, "top_k": top_k}
+        return self._answer(video, model, options)

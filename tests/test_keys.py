@@ -1,0 +1,91 @@
+"""TorchServe's key file read while TorchServe is still writing it: the client's reader and the start-up wait."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from slowfast_serve.client.errors import KeyFileError
+from slowfast_serve.client.keys import read_token
+from slowfast_serve.server.torchserve import TorchServe
+
+KEYS = {"management": {"key": "m-123"}, "inference": {"key": "i-456"}, "API": {"key": "a-789"}}
+
+
+def _write_later(path: Path, stages: list[tuple[float, str]]) -> threading.Thread:
+    """Writes each text to ``path`` after its delay (seconds from now), as TorchServe writes the file in steps."""
+
+    def write() -> None:
+        started = time.monotonic()
+        for delay, text in stages:
+            time.sleep(max(0.0, started + delay - time.monotonic()))
+            path.write_text(text)
+
+    thread = threading.Thread(target=write, daemon=True)
+    thread.start()
+    return thread
+
+
+@pytest.mark.parametrize("partial", ["", '{"management": {"key": "m-1', '{"management": {"key": "m-123"}}'])
+def test_read_token_waits_for_a_file_being_written(tmp_path: Path, partial: str) -> None:
+    key_file = tmp_path / "key_file.json"
+    key_file.write_text(partial)  # empty, half-written JSON, or JSON without the inference key yet
+    writer = _write_later(key_file, [(0.5, json.dumps(KEYS))])
+    assert read_token(key_file, "inference", wait=10) == "i-456"
+    writer.join()
+
+
+def test_read_token_gives_up_after_its_wait(tmp_path: Path) -> None:
+    key_file = tmp_path / "key_file.json"
+    key_file.write_text('{"inference": {"ke')
+    started = time.monotonic()
+    with pytest.raises(KeyFileError, match="has no 'inference' key"):
+        read_token(key_file, "inference", wait=0.5)
+    assert 0.5 <= time.monotonic() - started < 5
+    with pytest.raises(KeyFileError, match="no token file"):
+        read_token(tmp_path / "missing.json")
+
+
+class _Management(BaseHTTPRequestHandler):
+    """A management API that answers READY only to the final management key."""
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        ok = self.headers.get("Authorization") == f"Bearer {KEYS['management']['key']}"
+        body = json.dumps([{"modelName": "demo", "workers": [{"status": "READY"}]}] if ok else {"code": 401})
+        self.send_response(200 if ok else 401)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(body.encode())
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def management() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Management)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def test_wait_ready_survives_an_empty_then_half_written_key_file(
+    tmp_path: Path, management: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    instance = TorchServe(tmp_path / "run", tmp_path / "store")
+    instance.runtime_dir.mkdir()
+    instance.config_path.write_text(f"management_address={management}\n")
+    monkeypatch.setattr(TorchServe, "pid", lambda self: os.getpid())  # "the frontend is alive"
+    instance.key_file.write_text("")  # TorchServe has created the file and not written it yet
+    half = json.dumps(KEYS)[:20]
+    writer = _write_later(instance.key_file, [(0.7, half), (1.6, json.dumps(KEYS))])
+    description = instance.wait_ready("demo", timeout=30)
+    assert description["workers"][0]["status"] == "READY"
+    writer.join()
