@@ -4,7 +4,9 @@
 #
 #   make serve [MODEL=slowfast_r50] [CHECKPOINT=path.pyth] [LABELS=labels.json] [NAME=name] [RANDOM_INIT=1] [MODEL_API=1]
 #              [LIMITS="max_decode_seconds=10 max_window_mb=256"] [INFERENCE="precision=bf16 decode_workers=2"]
-#              [EXPORT=torchscript|aoti]   (the network exported and checked at archive time: docs/export.md)
+#              [EXPORT=torchscript|aoti|openvino] [CALIBRATION=videos/]   (the network exported and checked at
+#              archive time; CALIBRATION: the videos an EXPORT=openvino INFERENCE=precision=int8 archive is
+#              quantized with: docs/export.md)
 #   make stop
 #   make models          describe the served models (workers, batching); make scale NAME=... WORKERS=2
 #   make test            the whole suite (unit, parity, TorchServe integration) plus lint
@@ -15,7 +17,8 @@
 #                        benchmark (reports in docs/bench.md and docs/bench-stages.md; about 8 minutes on 2 cores)
 #   make bench-stages    the stage benchmark alone: decode + preprocess per clip, forward per batch size
 #   make bench-models    forward time of every registry model on the CPU (docs/bench-models.md, the README table)
-#   make bench-export    eager vs TorchScript vs AOTInductor forward time and agreement (docs/bench-export.md)
+#   make bench-export    eager (fp32, bf16) vs TorchScript vs AOTInductor vs OpenVINO (fp32, bf16, int8): forward
+#                        time and agreement (docs/bench-export.md)
 
 SHELL := /bin/bash
 VENV ?= .venv
@@ -31,6 +34,7 @@ RANDOM_INIT ?=
 LIMITS ?=
 INFERENCE ?=
 EXPORT ?=
+CALIBRATION ?=
 MODEL_API ?=
 WORKERS ?= 1
 PYTEST_ARGS ?=
@@ -39,7 +43,7 @@ PYTEST_ARGS ?=
 weights_args = $(if $(filter 1 yes true,$(RANDOM_INIT)),--random-init,$(if $(CHECKPOINT),--checkpoint '$(CHECKPOINT)'))
 model_args = --model $(MODEL) $(weights_args) $(if $(LABELS),--labels '$(LABELS)') $(if $(NAME),--name $(NAME)) \
 	$(foreach limit,$(LIMITS),--limit $(limit)) $(foreach option,$(INFERENCE),--inference $(option)) \
-	$(if $(EXPORT),--inference export=$(EXPORT))
+	$(if $(EXPORT),--inference export=$(EXPORT)) $(foreach path,$(CALIBRATION),--calibration '$(path)')
 
 DEMO_DATA ?= data/motion
 
@@ -82,10 +86,11 @@ train-demo: $(STAMP)
 		--epochs 12 --batch-size 16 --crop-jitter 0.3 --workers 1 --seed 0 --out models/motion_demo
 
 # Both benchmarks need ffmpeg (installed by `make setup`); the workloads are made with it. Ours runs with the
-# batch size measured best for a CPU (docs/performance.md), and once more with bf16 autocast.
+# batch size measured best for a CPU (docs/performance.md), and again with bf16 autocast and as OpenVINO exports.
 bench: bench-stages
 	$(PY) -m bench.serving --workloads 720p 1080p 256p --requests 12 --concurrency 4 --batch-size 2 \
-		--max-batch-delay 50 --also precision=bf16 --report docs/bench.md
+		--max-batch-delay 50 --also precision=bf16 --also export=openvino --also "export=openvino precision=bf16" \
+		--also "export=openvino precision=int8" --report docs/bench.md
 
 bench-models: $(STAMP)
 	$(PY) -m bench.models --repeats 3 --report docs/bench-models.md

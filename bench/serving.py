@@ -4,7 +4,10 @@
 Builds two archives around one random-init slowfast_r50 checkpoint in the official format (speed only: the
 answers mean nothing): ``baseline`` (``bench/baseline_handler.py``: the hub tutorial's code, one request at a
 time) and ``ours`` (the product's archive, with ``--batch-size``, ``--workers`` and ``--inference`` options;
-with ``--also NAME=VALUE``, a second archive ``ours_variant`` with that option changed, e.g. precision=bf16).
+each ``--also "NAME=VALUE ..."`` adds an archive ``ours NAME=VALUE ...`` with those options changed, e.g.
+``precision=bf16`` or ``export=openvino precision=int8``, calibrated on ``--calibration-per-class`` synthetic
+motion videos per class; a variant this machine cannot build, such as OpenVINO bf16 on a CPU without bfloat16,
+is reported as such).
 Starts one TorchServe on free loopback ports serving both, then for every workload (10 s H.264 at 30 fps:
 720p, 1080p, 256p) drives each model in turn with ``--concurrency`` clients posting the same upload
 ``--requests`` times (after ``--concurrency`` warm-up requests), and reports:
@@ -24,7 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
+import shlex
 import shutil
 import statistics
 import sys
@@ -39,14 +42,15 @@ import requests
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from bench.workloads import WORKLOADS, describe, make_workload, publish
+from bench.workloads import WORKLOADS, describe, machine, make_workload, publish
 from handler.labels import label_set
 from handler.models import get_spec, save_random_checkpoint
-from handler.pipeline import cpu_count
 from slowfast_serve.server import REPO
 from slowfast_serve.server.archive import ServingConfig, build_archive, parse_inference, run_archiver
 from slowfast_serve.server.torchserve import TorchServe, free_port_overrides
+from slowfast_serve.training.motion_data import write_dataset
 
+VERSIONS = ("torch", "torchvision", "av", "pytorchvideo", "torchserve", "openvino", "nncf")
 MODEL = "slowfast_r50"  # the tutorial's model; the baseline handler is written for it
 STAGES = ("decode", "preprocess", "inference")
 
@@ -125,23 +129,43 @@ def run(args: argparse.Namespace) -> dict:
         store = staging / "store"
         checkpoint = save_random_checkpoint(spec, staging / f"{MODEL}-random-init.pyth")
         build_baseline(checkpoint, store, staging)
+        calibration = staging / "calibration"
+        write_dataset(calibration, args.calibration_per_class, seed=40)
         variants = {"ours": inference}
-        if args.also:
-            variants["ours_variant"] = parse_inference([*args.inference, *args.also])
+        variants.update({f"ours {also}": parse_inference([*args.inference, *also.split()]) for also in args.also})
+        archives, not_built = {}, {}
         for name, options in variants.items():
-            build_archive(MODEL, checkpoint, name=name, model_store=store, serving=serving, inference=options)
+            archive = name.replace(" ", "_").replace("=", "-")
+            try:
+                build_archive(
+                    MODEL,
+                    checkpoint,
+                    name=archive,
+                    model_store=store,
+                    serving=serving,
+                    inference=options,
+                    calibration=[calibration],
+                    enforce=False,  # random-init weights: a reduced precision's agreement is reported, not judged
+                )
+            except ValueError as e:
+                not_built[name] = str(e).splitlines()[0][:200]
+                print(f"{name}: not built: {not_built[name]}", flush=True)
+                continue
+            archives[name] = archive
+        variants = {name: options for name, options in variants.items() if name in archives}
         models = ["baseline", *variants]
+        archives["baseline"] = "baseline"
         server = TorchServe(staging / "run", store)
-        server.start({model: f"{model}.mar" for model in models}, overrides=free_port_overrides())
+        server.start({archives[model]: f"{archives[model]}.mar" for model in models}, overrides=free_port_overrides())
         rows = []
         try:
             for model in models:
-                server.wait_ready(model, timeout=300)
+                server.wait_ready(archives[model], timeout=300)
             for name in args.workloads:
-                video = make_workload(staging, name).read_bytes()
+                video = make_workload(staging, name, require_ffmpeg=not args.pyav_if_no_ffmpeg).read_bytes()
                 row = {"workload": describe(name), "models": {}}
                 for model in models:
-                    row["models"][model] = drive(server, model, video, args.requests, args.concurrency)
+                    row["models"][model] = drive(server, archives[model], video, args.requests, args.concurrency)
                     print(f"{name} {model}: {row['models'][model]['clips_per_s']:.3f} clips/s", flush=True)
                 baseline = row["models"]["baseline"]["clips_per_s"]
                 row["throughput_ratio"] = {v: round(row["models"][v]["clips_per_s"] / baseline, 2) for v in variants}
@@ -153,10 +177,11 @@ def run(args: argparse.Namespace) -> dict:
     return {
         "model": MODEL,
         "weights": "random-init (speed only)",
-        "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}, {cpu_count()} cores",
-        "versions": {n: metadata.version(n) for n in ("torch", "torchvision", "av", "pytorchvideo", "torchserve")},
+        "machine": machine(),
+        "versions": {n: metadata.version(n) for n in VERSIONS},
         "serving": serving.as_yaml(),
         "inference": {name: asdict(options) for name, options in variants.items()},
+        "not_built": not_built,
         "baseline": "bench/baseline_handler.py, batch size 1, 1 worker",
         "results": rows,
     }
@@ -176,12 +201,13 @@ def markdown(report: dict, command: str) -> str:
             lines.append(f"| | **{variant} / baseline** | **{ratio:.2f}x** | | | | | | |")
     versions = ", ".join(f"{k} {v}" for k, v in report["versions"].items())
     inference = "; ".join(f"{name}: {json.dumps(options)}" for name, options in report["inference"].items())
+    not_built = "".join(f"\nNot built on this machine: {name} ({why})." for name, why in report["not_built"].items())
     first = report["results"][0]["models"]["baseline"] if report["results"] else {}
     return f"""# End-to-end benchmark through TorchServe ({report["model"]}, {report["weights"]})
 
 Command: `{command}`
 Machine: {report["machine"]}; {versions}
-Baseline: {report["baseline"]}. Ours: {json.dumps(report["serving"])}; inference options {inference}.
+Baseline: {report["baseline"]}. Ours: {json.dumps(report["serving"])}; inference options {inference}.{not_built}
 Requests per model and workload: {first.get("requests", "-")}, {first.get("concurrency", "-")} concurrent clients on
 loopback, after a warm-up. Latency is the client's; stage times are the handlers' own (means per request);
 inference is the forward of the request's whole batch; queue is TorchServe's mean queue time per request; stage
@@ -203,12 +229,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=ServingConfig().min_workers, help="ours: workers")
     parser.add_argument("--inference", action="append", default=[], metavar="NAME=VALUE", help="ours: option")
     parser.add_argument(
-        "--also", action="append", default=[], metavar="NAME=VALUE", help="serve ours_variant too, with these options"
+        "--also",
+        action="append",
+        default=[],
+        metavar='"NAME=VALUE ..."',
+        help="serve a variant of ours too, with these options changed (repeatable)",
+    )
+    parser.add_argument("--calibration-per-class", type=int, default=2, help="int8 calibration motion videos")
+    parser.add_argument(
+        "--pyav-if-no-ffmpeg", action="store_true", help="without ffmpeg, make the workloads with PyAV (GPU check)"
     )
     parser.add_argument("--report", type=Path, help="write a Markdown report here (and JSON beside it)")
     args = parser.parse_args(argv)
     report = run(args)
-    text = markdown(report, "python -m bench.serving " + " ".join(argv if argv is not None else sys.argv[1:]))
+    text = markdown(report, "python -m bench.serving " + shlex.join(argv if argv is not None else sys.argv[1:]))
     publish(report, text, args.report)
     return 0
 

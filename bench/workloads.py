@@ -18,9 +18,16 @@ def describe(name: str) -> str:
     return f"{name} H.264 30 fps, 10 s"
 
 
-def make_workload(directory: Path, name: str, seconds: float = 10.0) -> Path:
-    """A ``seconds``-long H.264 mp4 at 30 fps of ffmpeg's ``testsrc2`` pattern, in the ``name`` resolution."""
+def make_workload(directory: Path, name: str, seconds: float = 10.0, *, require_ffmpeg: bool = True) -> Path:
+    """A ``seconds``-long H.264 mp4 at 30 fps of ffmpeg's ``testsrc2`` pattern, in the ``name`` resolution.
+
+    Without ffmpeg: exits saying so, or with ``require_ffmpeg=False`` (the GPU check, on machines without it)
+    writes a moving pattern of the same size and rate with PyAV's libx264 instead (not the same content: its
+    reports say which).
+    """
     ffmpeg = shutil.which("ffmpeg")
+    if ffmpeg is None and not require_ffmpeg:
+        return _pyav_workload(directory, name, seconds)
     if ffmpeg is None:
         sys.exit("the benchmarks need ffmpeg (apt-get install ffmpeg; scripts/install.sh --dev installs it)")
     width, height = WORKLOADS[name]
@@ -28,6 +35,25 @@ def make_workload(directory: Path, name: str, seconds: float = 10.0) -> Path:
     source = f"testsrc2=size={width}x{height}:rate=30:duration={seconds}"
     command = [ffmpeg, "-v", "error", "-y", "-f", "lavfi", "-i", source, "-c:v", "libx264", "-pix_fmt", "yuv420p"]
     subprocess.run([*command, str(path)], check=True)
+    return path
+
+
+def _pyav_workload(directory: Path, name: str, seconds: float) -> Path:
+    import av
+    import numpy as np
+
+    width, height = WORKLOADS[name]
+    path = directory / f"{name}-pyav.mp4"
+    rng = np.random.default_rng(0)
+    texture = rng.integers(0, 256, size=(height, width * 2, 3), dtype=np.uint8)  # detail that moves, like testsrc2
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=30)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        for i in range(round(seconds * 30)):
+            shift = (i * 8) % width
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(texture[:, shift : shift + width]), format="rgb24")
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
     return path
 
 

@@ -1,4 +1,4 @@
-"""Exported forms of a registry network: TorchScript and AOTInductor, built once, loaded by every worker.
+"""Exported forms of a registry network: TorchScript, AOTInductor and OpenVINO, built once, loaded by every worker.
 
 The exported part is the network alone (clip batch in, class scores out); decoding, preprocessing and the
 softmax stay in Python. Both forms wrap the network in :class:`PathwayModule`, whose ``forward(*pathways)``
@@ -13,6 +13,13 @@ signature that tracing and ``torch.export`` need, where the hub models take (and
   memory format; it runs in float32 (autocast does not reach compiled kernels). The network is exported in the
   contiguous layout: with ``channels_last_3d`` weights, torch 2.11's AOTInductor compiled SlowFast to wrong
   outputs at batch size 1 (relative error 0.8, found by the export check; docs/export.md).
+- ``openvino``: ``openvino.convert_model`` of the same module to OpenVINO's IR (batch dimension 1 ..
+  ``max_clips_per_forward``, the other dimensions fixed), compiled by the worker for its CPU with OpenVINO's
+  runtime. ``precision`` decides what the IR holds and how it runs: ``fp32`` (float32 weights, float32 inference:
+  the parity precision), ``bf16`` (float32 weights, OpenVINO's ``INFERENCE_PRECISION_HINT=bf16``: on CPUs with
+  AVX-512 BF16 or AMX only) or ``int8`` (NNCF post-training quantization, calibrated on clips of real videos when
+  the archive is built). The file (``.ov.zip``) holds ``model.xml``, ``model.bin`` and the metadata; it is read
+  from memory. CPU only.
 
 Each artifact carries :class:`ExportMetadata` (model, weights, head size, the options it was built with), so a
 worker checks that it is loading what its settings describe instead of serving a mismatched network.
@@ -21,8 +28,12 @@ worker checks that it is loading what its settings describe instead of serving a
 from __future__ import annotations
 
 import copy
+import io
 import json
 import logging
+import tempfile
+import zipfile
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -34,10 +45,11 @@ from handler.models import ModelSpec
 
 logger = logging.getLogger(__name__)
 
-ExportFormat = Literal["eager", "torchscript", "aoti"]
-EXPORT_FORMATS: tuple[str, ...] = ("eager", "torchscript", "aoti")
-SUFFIXES = {"torchscript": ".ts.pt", "aoti": ".pt2"}
-_METADATA = "video_export.json"  # TorchScript extra file / AOTInductor metadata key
+ExportFormat = Literal["eager", "torchscript", "aoti", "openvino"]
+EXPORT_FORMATS: tuple[str, ...] = ("eager", "torchscript", "aoti", "openvino")
+SUFFIXES = {"torchscript": ".ts.pt", "aoti": ".pt2", "openvino": ".ov.zip"}
+_METADATA = "video_export.json"  # TorchScript extra file / AOTInductor metadata key / OpenVINO zip member
+_OPENVINO_PRECISIONS = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}  # INFERENCE_PRECISION_HINT per precision
 
 
 @dataclass(frozen=True)
@@ -54,6 +66,10 @@ class ExportMetadata:
         channels_last: the network (and, for ``aoti``, its inputs) in ``channels_last_3d``.
         fold_batchnorm: batch norms folded into their convolutions before export.
         torch_version: ``torch.__version__`` at export (``aoti`` packages load only under the same one).
+        precision: what the artifact computes in: ``fp32``; for ``openvino`` also ``bf16`` or ``int8``
+            (TorchScript's ``bf16``/``fp16`` is autocast at run time, not part of the artifact).
+        openvino_version: the OpenVINO that converted an ``openvino`` export.
+        calibration: for ``int8``, the calibration clips (how many, and from what).
     """
 
     model: str
@@ -65,6 +81,9 @@ class ExportMetadata:
     channels_last: bool
     fold_batchnorm: bool
     torch_version: str
+    precision: str = "fp32"
+    openvino_version: str = ""
+    calibration: str = ""
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -106,7 +125,13 @@ def as_pathways(inputs: torch.Tensor | list[torch.Tensor], channels_last: bool) 
     return [p.contiguous(memory_format=layout) for p in pathways]
 
 
-def export_network(network: nn.Module, example: list[torch.Tensor], metadata: ExportMetadata, path: Path) -> Path:
+def export_network(
+    network: nn.Module,
+    example: list[torch.Tensor],
+    metadata: ExportMetadata,
+    path: Path,
+    calibration: Sequence[list[torch.Tensor]] = (),
+) -> Path:
     """Exports ``network`` (eval mode, on the export device, already folded / in its memory format) to ``path``.
 
     Args:
@@ -114,10 +139,13 @@ def export_network(network: nn.Module, example: list[torch.Tensor], metadata: Ex
         example: pathway tensors (:func:`as_pathways`) of a batch of 2 clips (tracing and export record shapes
             from it; 2, not 1, so the batch dimension is not specialised to 1).
         metadata: stored in the artifact.
-        path: output file (``.ts.pt`` / ``.pt2``).
+        path: output file (``.ts.pt`` / ``.pt2`` / ``.ov.zip``).
+        calibration: for an ``int8`` OpenVINO export, the pathway tensors of each calibration clip (batch 1,
+            float32, normalised as served).
 
     Raises:
-        ValueError: for an unknown format; torch's own errors when the network cannot be traced or exported.
+        ValueError: for an unknown format, or ``int8`` without calibration clips; torch's and OpenVINO's own
+            errors when the network cannot be traced or converted.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     module = PathwayModule(_exportable(network)).eval()
@@ -134,7 +162,45 @@ def export_network(network: nn.Module, example: list[torch.Tensor], metadata: Ex
         program = torch.export.export(module, tuple(example), dynamic_shapes=(tuple({0: batch} for _ in example),))
         configs = {"aot_inductor.metadata": {_METADATA: metadata.to_json()}}
         return Path(torch._inductor.aoti_compile_and_package(program, package_path=str(path), inductor_configs=configs))
-    raise ValueError(f"cannot export to {metadata.format!r}; formats: torchscript, aoti")
+    if metadata.format == "openvino":
+        return _export_openvino(module, example, metadata, path, calibration)
+    raise ValueError(f"cannot export to {metadata.format!r}; formats: torchscript, aoti, openvino")
+
+
+def _export_openvino(
+    module: nn.Module,
+    example: list[torch.Tensor],
+    metadata: ExportMetadata,
+    path: Path,
+    calibration: Sequence[list[torch.Tensor]],
+) -> Path:
+    import openvino as ov
+
+    if metadata.precision == "int8" and not calibration:
+        raise ValueError(
+            "precision=int8 quantizes with calibration clips: give the archive build videos like those it will "
+            "serve (slowfast-serve archive --calibration DIR, make serve CALIBRATION=DIR)"
+        )
+    if metadata.precision not in _OPENVINO_PRECISIONS:
+        raise ValueError(f"export=openvino runs in fp32, bf16 or int8, not {metadata.precision}")
+    with torch.no_grad():
+        model = ov.convert_model(module, example_input=tuple(example))
+    # Only the batch dimension varies; fixed clip sizes let OpenVINO pick its kernels once.
+    batch = ov.Dimension(1, metadata.max_batch)
+    model.reshape({port: ov.PartialShape([batch, *t.shape[1:]]) for port, t in zip(model.inputs, example, strict=True)})
+    if metadata.precision == "int8":
+        import nncf
+
+        items = [tuple(p.cpu().numpy() for p in pathways) for pathways in calibration]
+        model = nncf.quantize(model, nncf.Dataset(items), subset_size=len(items))
+    with tempfile.TemporaryDirectory() as tmp:
+        xml = Path(tmp) / "model.xml"
+        ov.save_model(model, xml, compress_to_fp16=False)  # fp16 weights would change the fp32 results
+        with zipfile.ZipFile(path, "w") as archive:  # stored: the weights do not compress
+            archive.write(xml, "model.xml")
+            archive.write(xml.with_suffix(".bin"), "model.bin")
+            archive.writestr(_METADATA, metadata.to_json())
+    return path
 
 
 def _exportable(network: nn.Module) -> nn.Module:
@@ -174,6 +240,23 @@ class ExportedModel:
         return self.runner(*pathways)
 
 
+class OpenVinoRunner:
+    """An OpenVINO model compiled for the CPU, called with torch pathway tensors.
+
+    Args:
+        compiled: the ``openvino.CompiledModel``.
+    """
+
+    def __init__(self, compiled: Any) -> None:
+        self.compiled = compiled
+        self.request = compiled.create_infer_request()
+
+    def __call__(self, *pathways: torch.Tensor) -> torch.Tensor:
+        """``(N, num_classes)`` float32 scores for float32 ``(N, 3, T, S, S)`` pathways (CPU, contiguous)."""
+        self.request.infer([p.detach().cpu().contiguous().numpy() for p in pathways])
+        return torch.from_numpy(self.request.get_output_tensor(0).data.copy())
+
+
 def load_exported(path: str | Path, fmt: str, device: torch.device, spec: ModelSpec) -> ExportedModel:
     """Loads a ``fmt`` artifact for ``spec`` onto ``device``, checking its metadata.
 
@@ -193,8 +276,10 @@ def load_exported(path: str | Path, fmt: str, device: torch.device, spec: ModelS
         metadata = ExportMetadata.from_json(files[_METADATA], path)
     elif fmt == "aoti":
         runner, metadata = _load_package(path, device)
+    elif fmt == "openvino":
+        runner, metadata = _load_openvino(path, device)
     else:
-        raise ValueError(f"cannot load export format {fmt!r}; formats: torchscript, aoti")
+        raise ValueError(f"cannot load export format {fmt!r}; formats: torchscript, aoti, openvino")
     if (metadata.model, metadata.format) != (spec.name, fmt):
         raise ValueError(
             f"{path} holds a {metadata.format} export of {metadata.model}, but the settings say {fmt} of {spec.name}"
@@ -226,3 +311,35 @@ def _load_package(path: Path, device: torch.device) -> tuple[Any, ExportMetadata
             "machine type (slowfast-serve archive --export-device), or use export=torchscript"
         )
     return runner, metadata
+
+
+def _load_openvino(path: Path, device: torch.device) -> tuple[OpenVinoRunner, ExportMetadata]:
+    """Reads an ``.ov.zip`` from memory and compiles it for this CPU with the worker's share of its threads."""
+    if device.type != "cpu":
+        raise ValueError(
+            f"{path}: export=openvino runs on the CPU, and this worker runs on {device}; serve the GPU with eager, "
+            "torchscript or aoti"
+        )
+    import numpy as np
+    import openvino as ov
+
+    try:
+        with zipfile.ZipFile(io.BytesIO(path.read_bytes())) as archive:
+            xml, weights = archive.read("model.xml"), archive.read("model.bin")
+            metadata = ExportMetadata.from_json(archive.read(_METADATA).decode(), path)
+    except (zipfile.BadZipFile, KeyError) as e:
+        raise ValueError(f"{path} is not an OpenVINO export ({e}); was the archive built with export=openvino?") from e
+    core = ov.Core()
+    if metadata.precision == "bf16" and "BF16" not in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+        raise ValueError(
+            f"{path} is an export=openvino precision=bf16 archive and this CPU has no bfloat16 support (AVX-512 BF16 "
+            "or AMX); rebuild it with precision=fp32 or int8"
+        )
+    model = core.read_model(model=xml.decode(), weights=ov.Tensor(np.frombuffer(weights, dtype=np.uint8)))
+    config = {
+        # Without the hint, OpenVINO runs bf16 on CPUs that have it: fp32 and int8 archives ask for f32 explicitly.
+        "INFERENCE_PRECISION_HINT": _OPENVINO_PRECISIONS[metadata.precision],
+        "INFERENCE_NUM_THREADS": torch.get_num_threads(),  # the worker's share, as torch runs it (OMP_NUM_THREADS)
+        "PERFORMANCE_HINT": "LATENCY",
+    }
+    return OpenVinoRunner(core.compile_model(model, "CPU", config)), metadata

