@@ -109,8 +109,11 @@ def test_reduced_precision_agrees_with_fp32_on_new_motion_clips(
 
 def test_int8_needs_calibration_videos_that_decode(tmp_path: Path) -> None:
     options = InferenceOptions(export="openvino", precision="int8", **QUIET)
-    with pytest.raises(ValueError, match="no videos to calibrate with"):
+    with pytest.raises(ValueError, match=r"precision=int8 quantizes with calibration clips.*--calibration DIR"):
         export_checkpoint(SPEC, CHECKPOINT, LABELS, options, CPU, tmp_path / "q.ov.zip", [])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no videos to calibrate with in"):
+        export_checkpoint(SPEC, CHECKPOINT, LABELS, options, CPU, tmp_path / "q.ov.zip", [tmp_path / "empty"])
     broken = tmp_path / "videos"
     broken.mkdir()
     (broken / "clip.mp4").write_bytes(b"\x00" * 2000)

@@ -192,9 +192,14 @@ def calibration_clips(classifier: VideoClassifier, videos: Sequence[Path]) -> to
     Raises:
         ValueError: no videos, or a video that does not decode (its path and the service's message).
     """
+    if not videos:
+        raise ValueError(
+            "precision=int8 quantizes with calibration clips: give the archive build videos like those it will "
+            "serve (slowfast-serve archive --calibration DIR, make serve ... CALIBRATION=DIR)"
+        )
     files = expand(videos)[:MAX_CALIBRATION_CLIPS]
     if not files:
-        raise ValueError(f"no videos to calibrate with in {', '.join(map(str, videos)) or '(nothing given)'}")
+        raise ValueError(f"no videos to calibrate with in {', '.join(map(str, videos))}")
     clips = []
     for path in files:
         try:
