@@ -84,8 +84,10 @@ COMMANDS: dict[str, Command] = {
     ),
     "export": _server(
         "server.export",
-        "export a model to TorchScript or AOTInductor and check it against eager",
+        "export a model to TorchScript, AOTInductor or OpenVINO and check it against eager",
         "slowfast-serve export --model x3d_s --random-init --format torchscript --output build/x3d_s.ts.pt",
+        "slowfast-serve export --model motion_demo --checkpoint models/motion_demo/motion_demo.pyth --format openvino "
+        "--precision int8 --calibration videos/ --output build/motion_demo-int8.ov.zip",
     ),
     "kserve": _server(
         "server.kserve",

@@ -200,3 +200,28 @@ def test_openvino_archives_serve(openvino_server: TorchServe, evaluation: Path, 
             assert answers[name][0]["label"] == eager[0][0], name
     bad = post_video(openvino_server, "demo_ov_int8", data=b"not a video", headers={"Content-Type": "video/mp4"})
     assert bad.status_code == 400
+
+
+def test_the_export_command_writes_an_openvino_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from slowfast_serve import cli
+
+    output = tmp_path / "demo.ov.zip"
+    argv = ["export", "--model", "motion_demo", "--checkpoint", str(CHECKPOINT), "--format", "openvino"]
+    assert cli.main([*argv, "--output", str(output)]) == 0  # built on the CPU without being told
+    assert "openvino fp32 export on cpu" in capsys.readouterr().out
+    assert load_exported(output, "openvino", CPU, SPEC).metadata.precision == "fp32"
+    with pytest.raises(SystemExit):
+        cli.main(
+            [
+                "export",
+                "--model",
+                "motion_demo",
+                "--random-init",
+                "--format",
+                "aoti",
+                "--precision",
+                "int8",
+                "--output",
+                str(tmp_path / "x.pt2"),
+            ]
+        )

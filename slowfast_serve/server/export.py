@@ -29,6 +29,7 @@ from handler.models import REGISTRY, ModelSpec, get_spec, save_random_checkpoint
 from handler.pipeline import InferenceOptions, VideoClassifier
 from handler.request import VideoRequest
 from handler.transforms import model_inputs
+from slowfast_serve.cli import UsageError
 from slowfast_serve.client.folders import expand
 
 # Largest relative difference (max |export - eager| / max |eager|) accepted: float32 rounding of reordered
@@ -247,19 +248,30 @@ def configure(parser: argparse.ArgumentParser) -> None:
     weights.add_argument("--random-init", action="store_true", help="random weights (tests and benchmarks only)")
     parser.add_argument("--labels", type=Path, help="label file; default: the model's label set")
     parser.add_argument("--format", required=True, choices=[f for f in EXPORT_FORMATS if f != "eager"])
-    parser.add_argument("--output", type=Path, required=True, help="artifact path (.ts.pt / .pt2)")
-    parser.add_argument("--device", type=torch.device, default=default_device(), help="default: %(default)s")
-    parser.add_argument("--max-batch", type=int, default=InferenceOptions.max_clips_per_forward, help="aoti's bound")
+    parser.add_argument("--output", type=Path, required=True, help="artifact path (.ts.pt / .pt2 / .ov.zip)")
+    parser.add_argument(
+        "--device", type=torch.device, help=f"where to build and check (default: {default_device()}; openvino: cpu)"
+    )
+    parser.add_argument("--max-batch", type=int, default=InferenceOptions.max_clips_per_forward, help="largest batch")
+    parser.add_argument(
+        "--precision", choices=["fp32", "bf16", "int8"], default="fp32", help="openvino only (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--calibration", type=Path, action="append", default=[], metavar="PATH", help="int8: videos or folders"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     spec = get_spec(args.model)
-    options = InferenceOptions(export=args.format, max_clips_per_forward=args.max_batch)
+    if args.precision != "fp32" and args.format != "openvino":
+        raise UsageError(f"--precision {args.precision} is for --format openvino (the torch exports run in fp32)")
+    options = InferenceOptions(export=args.format, precision=args.precision, max_clips_per_forward=args.max_batch)
+    device = args.device or (torch.device("cpu") if args.format == "openvino" else default_device())
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = args.checkpoint or save_random_checkpoint(spec, Path(tmp) / "random-init.pyth")
         try:
             labels = read_labels(args.labels) if args.labels else label_set(spec.labels)
-            report = export_checkpoint(spec, checkpoint, labels, options, args.device, args.output)
+            report = export_checkpoint(spec, checkpoint, labels, options, device, args.output, args.calibration)
         except ValueError as e:
             print(f"error: {e}", file=sys.stderr)
             return 1
