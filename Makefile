@@ -14,7 +14,7 @@
 #   make download MODEL=...
 #   make train-demo      re-create the synthetic dataset and re-train models/motion_demo (about 20 minutes)
 #   make bench           TorchServe end to end, the tutorial as a handler against ours, plus the stage
-#                        benchmark (reports in docs/bench.md and docs/bench-stages.md; about 8 minutes on 2 cores)
+#                        benchmark (reports in docs/bench.md and docs/bench-stages.md; about 12 minutes on 2 cores)
 #   make bench-stages    the stage benchmark alone: decode + preprocess per clip, forward per batch size
 #   make bench-models    forward time of every registry model on the CPU (docs/bench-models.md, the README table)
 #   make bench-export    eager (fp32, bf16) vs TorchScript vs AOTInductor vs OpenVINO (fp32, bf16, int8): forward

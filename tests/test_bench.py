@@ -43,11 +43,11 @@ def test_stage_benchmark_writes_its_report(tmp_path: Path) -> None:
 def test_serving_benchmark_drives_both_handlers_through_torchserve(tmp_path: Path) -> None:
     report = tmp_path / "bench.md"
     small = ("--workloads", "256p", "--requests", "2", "--concurrency", "2", "--batch-size", "2")
-    variant = ("--also", "export=openvino precision=int8", "--calibration-per-class", "1")
-    data = _run("serving", report, *small, *variant)
+    # One variant (OpenVINO fp32: the quickest to build; int8 archives are built and served in test_openvino.py).
+    data = _run("serving", report, *small, "--also", "export=openvino", "--calibration-per-class", "1")
     (row,) = data["results"]
-    assert set(row["models"]) == {"baseline", "ours", "ours export=openvino precision=int8"}
-    assert data["inference"]["ours export=openvino precision=int8"]["precision"] == "int8"
+    assert set(row["models"]) == {"baseline", "ours", "ours export=openvino"}
+    assert data["inference"]["ours export=openvino"]["export"] == "openvino"
     for measured in row["models"].values():
         assert measured["requests"] == 2
         assert measured["clips_per_s"] > 0
