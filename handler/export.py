@@ -28,7 +28,6 @@ worker checks that it is loading what its settings describe instead of serving a
 from __future__ import annotations
 
 import copy
-import io
 import json
 import logging
 import tempfile
@@ -314,7 +313,8 @@ def _load_package(path: Path, device: torch.device) -> tuple[Any, ExportMetadata
 
 
 def _load_openvino(path: Path, device: torch.device) -> tuple[OpenVinoRunner, ExportMetadata]:
-    """Reads an ``.ov.zip`` from memory and compiles it for this CPU with the worker's share of its threads."""
+    """Reads an ``.ov.zip``'s members into memory (nothing extracted to disk) and compiles the model for this CPU
+    with the worker's share of its threads."""
     if device.type != "cpu":
         raise ValueError(
             f"{path}: export=openvino runs on the CPU, and this worker runs on {device}; serve the GPU with eager, "
@@ -324,7 +324,7 @@ def _load_openvino(path: Path, device: torch.device) -> tuple[OpenVinoRunner, Ex
     import openvino as ov
 
     try:
-        with zipfile.ZipFile(io.BytesIO(path.read_bytes())) as archive:
+        with zipfile.ZipFile(path) as archive:
             xml, weights = archive.read("model.xml"), archive.read("model.bin")
             metadata = ExportMetadata.from_json(archive.read(_METADATA).decode(), path)
     except (zipfile.BadZipFile, KeyError) as e:

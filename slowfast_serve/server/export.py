@@ -123,6 +123,8 @@ def export_checkpoint(
     quiet = {"warmup": False, "decode_workers": 1, "precision": "fp32"}  # the check compares float32 to float32
     as_eager = replace(options, export="eager", channels_last=options.network_channels_last, **quiet)
     eager = VideoClassifier.load(spec, checkpoint, labels, device, options=as_eager)
+    # int8 is OpenVINO's only (InferenceOptions refuses it elsewhere): its calibration clips, decoded once.
+    calibrated = calibration_clips(eager, calibration) if options.precision == "int8" else None
     metadata = ExportMetadata(
         model=spec.name,
         format=options.export,
@@ -133,10 +135,9 @@ def export_checkpoint(
         channels_last=options.network_channels_last,
         fold_batchnorm=options.fold_batchnorm,
         torch_version=torch.__version__,
-        **_openvino_fields(options, calibration),
+        **_openvino_fields(options, calibration, calibrated),
     )
     example = as_pathways(model_inputs(example_clips(spec, 2).to(device), spec.clip), metadata.channels_last)
-    calibrated = calibration_clips(eager, calibration) if metadata.precision == "int8" else None
     pathways = [] if calibrated is None else [as_pathways(model_inputs(c[None], spec.clip), False) for c in calibrated]
     started = time.perf_counter()
     export_network(eager.model, example, metadata, output, pathways)
@@ -171,17 +172,20 @@ def export_checkpoint(
     return report
 
 
-def _openvino_fields(options: InferenceOptions, calibration: Sequence[Path]) -> dict[str, str]:
-    """The metadata an OpenVINO export adds: its precision, the converter's version, the calibration."""
+def _openvino_fields(
+    options: InferenceOptions, calibration: Sequence[Path], calibrated: torch.Tensor | None
+) -> dict[str, str]:
+    """The metadata an OpenVINO export adds: its precision, the converter's version, the calibration (the clips
+    an int8 export was calibrated on, and where they came from)."""
     if options.export != "openvino":
         return {}
     from importlib import metadata
 
-    described = f"{len(expand(calibration))} videos: {', '.join(map(str, calibration))}" if calibration else ""
+    described = "" if calibrated is None else f"{len(calibrated)} videos: {', '.join(map(str, calibration))}"
     return {
         "precision": options.precision,
         "openvino_version": metadata.version("openvino"),
-        "calibration": described if options.precision == "int8" else "",
+        "calibration": described,
     }
 
 
