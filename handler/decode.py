@@ -706,11 +706,19 @@ def _decode(
         for packet in container.demux(stream):
             if packet.is_corrupt:
                 raise _undecodable(last_good, "a packet is corrupt or cut short")
+            # An empty packet inside the stream is a frame the encoder left unchanged (libtheora writes them for
+            # still scenes); handed to the decoder it would mean "end of stream" and fail every packet after it.
+            # The demuxer's own empty packet at the end is replaced by the explicit flush below.
+            if packet.size == 0:
+                continue
             for frame in packet.decode():
                 budget.spend(frame)
                 if frame.pts is not None:
                     last_good = _seconds(stream, frame.pts)
                 yield frame
+        for frame in stream.codec_context.decode(None):  # the frames the decoder still holds (reordering, threads)
+            budget.spend(frame)
+            yield frame
     except av.FFmpegError as e:  # av.EOFError too: frame threads report a failed packet as "End of file"
         raise _undecodable(last_good, _reason(e)) from e
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from handler.decode import decode_clip, probe
+from handler.decode import count_packets, decode_clip, probe
 
 FFMPEG = shutil.which("ffmpeg")
 CLIP_SEC = 64 / 30
@@ -145,3 +145,20 @@ def test_a_late_clip_in_a_stream_that_starts_at_10_s(ffmpeg: str, format_dir: Pa
     clip = decode_clip(path.read_bytes(), start_sec=0.5, end_sec=0.5 + CLIP_SEC, num_samples=32)
     assert clip.source_frames in (64, 65)
     assert clip.info.duration_sec == pytest.approx(13.0, abs=0.1)
+
+
+def test_theora_with_unchanged_frames_decodes(ffmpeg: str, tmp_path: Path) -> None:
+    """libtheora writes a still frame as an empty packet; decoding must go on past it (ffmpeg skips it too)."""
+    path = tmp_path / "still-then-moving.ogv"
+    _run([ffmpeg, "-v", "error", "-y", "-f", "lavfi", "-i", "color=c=red:size=64x48:rate=30:duration=1",
+          "-f", "lavfi", "-i", "testsrc2=size=64x48:rate=30:duration=2", "-filter_complex",
+          "[0:v]format=yuv420p[a];[1:v]format=yuv420p[b];[a][b]concat=n=2:v=1[v]", "-map", "[v]",
+          "-c:v", "libtheora", "-q:v", "5", str(path)])  # fmt: skip
+    data = path.read_bytes()
+    frames = count_packets(data)  # the non-empty packets: what ffmpeg decodes too
+    assert 10 < frames < 60  # fewer than the 90 shown: the red second is mostly empty packets
+    whole = decode_clip(data, start_sec=0.0, end_sec=3.0, num_samples=8)
+    assert whole.source_frames == frames  # every frame after the first empty packet decodes too
+    expected = _ffmpeg_first_frame(ffmpeg, path, (48, 64)).astype(np.int16)
+    first = decode_clip(data, start_sec=0.0, end_sec=CLIP_SEC, num_samples=8).frames[0].numpy().astype(np.int16)
+    assert np.abs(first - expected).mean() < 1.5
