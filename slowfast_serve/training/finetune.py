@@ -232,14 +232,14 @@ def plain_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
             tensor_name = rest.removesuffix(".original")
             value = getattr(model.get_submodule(module_name), tensor_name).detach()
             key = f"{module_name}.{tensor_name}"
-        state[key] = value.cpu().clone()
+        state[key] = value.cpu().contiguous().clone()
     return state
 
 
 def forward(model: nn.Module, clips: torch.Tensor, clip: ClipSpec, device: torch.device) -> torch.Tensor:
     """Logits ``(B, classes)`` for a batch of clips ``(B, 3, T, crop, crop)`` float32, moved to ``device``."""
     clips = clips.to(device, non_blocking=True)
-    return model(model_inputs(clips, clip))
+    return model([x.contiguous(memory_format=torch.channels_last_3d) for x in model_inputs(clips, clip)])
 
 
 def evaluate(model: nn.Module, loader: DataLoader, clip: ClipSpec, device: torch.device) -> tuple[float, float]:
@@ -288,7 +288,8 @@ def train(args: argparse.Namespace) -> dict:
     model = build_for_training(spec, len(classes), args.init)
     if args.motion_stem:
         constrain_motion_stem(model, spec)
-    model.to(device)
+    # Channels-last 3D convolutions train about 1.4x faster on a CPU (oneDNN); the saved weights are contiguous.
+    model.to(device, memory_format=torch.channels_last_3d)
     parameters = trainable_parameters(model, args.train_layers)
     if args.optimizer == "sgd":
         optimizer = torch.optim.SGD(parameters, lr=args.lr, momentum=0.9, nesterov=True, weight_decay=args.weight_decay)
@@ -312,8 +313,11 @@ def train(args: argparse.Namespace) -> dict:
         bar = tqdm(train_loader, desc=f"epoch {epoch}/{args.epochs}", unit="batch", leave=False)
         for clips, labels in bar:
             labels = labels.to(device, non_blocking=True)
-            logits = forward(model, clips, spec.clip, device)
-            loss = loss_fn(logits, labels)
+            # bf16 autocast: about 1.6x faster forward and backward on CPUs with AVX512-BF16 or AMX; the weights,
+            # the optimizer and validation stay float32 (validation is what serving computes).
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.precision == "bf16"):
+                logits = forward(model, clips, spec.clip, device)
+            loss = loss_fn(logits.float(), labels)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -399,6 +403,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--freeze-bn", action="store_true", help="keep --init's batch-norm statistics (for small batches)"
+    )
+    parser.add_argument(
+        "--precision",
+        choices=("fp32", "bf16"),
+        default="fp32",
+        help="training arithmetic: bf16 autocast trains faster where the CPU or GPU has bf16 units (default: fp32)",
     )
     parser.add_argument("--workers", type=int, default=1, help="data loading processes (default: %(default)s)")
     parser.add_argument("--device", help="e.g. cpu, cuda, cuda:1 (default: cuda if available, else cpu)")
