@@ -155,6 +155,11 @@ COMMANDS: dict[str, Command] = {
         "write the synthetic motion dataset the demo model is trained on",
         "slowfast-serve motion-data data/motion/val --per-class 4 --seed 1",
     ),
+    "drawn-motion": _server(
+        "evaluation.drawn_motion",
+        "write clips of the independent motion generator (evaluation only: never trained on)",
+        "slowfast-serve drawn-motion /tmp/drawn --per-class 2 --seed 3",
+    ),
     "soak": _server(
         "load.soak",
         "load a local server for minutes: errors, latency, worker memory growth",

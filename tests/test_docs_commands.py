@@ -32,7 +32,18 @@ from slowfast_serve.training.motion_data import make_video
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 SERVED = ("motion_demo", "slowfast_r50")  # both names serve the demo archive
 #: Subcommands that run here when their models are served and their files exist.
-RUNNABLE = {"classify", "timeline", "models", "scale", "register", "unregister", "kserve", "export", "motion-data"}
+RUNNABLE = {
+    "classify",
+    "timeline",
+    "models",
+    "scale",
+    "register",
+    "unregister",
+    "kserve",
+    "export",
+    "motion-data",
+    "drawn-motion",
+}
 #: Tools outside this project that the docs use where CI cannot (no Docker engine, no cluster, no cloud).
 EXTERNAL = {"docker", "kubectl", "gsutil"}
 #: Variables set by tests/test_api_docs.py, which runs those examples.

@@ -1,0 +1,1 @@
+"""Evaluation-only data: never used for training or model selection."""
