@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from dataclasses import fields
@@ -67,6 +68,19 @@ def test_demo_model_figures_match_its_training_record() -> None:
     record = json.loads((REPO / "models" / "motion_demo" / "training.json").read_text())
     claim = f"took {record['minutes']:.1f} minutes and reached {100 * record['best_val_accuracy']:.1f}% validation"
     assert claim in " ".join(README.split())
+
+
+def test_demo_accuracy_table_matches_its_report_on_the_committed_weights() -> None:
+    report = json.loads((REPO / "docs" / "demo-accuracy.json").read_text())
+    checkpoint = REPO / "models" / "motion_demo" / "motion_demo.pyth"
+    assert report["checkpoint_sha256"] == hashlib.sha256(checkpoint.read_bytes()).hexdigest()
+    own, drawn = report["sets"]["own"], report["sets"]["drawn"]
+    for name in own["per_class"]:
+        mine, theirs = own["per_class"][name], drawn["per_class"][name]
+        row = f"| {name} | {mine['correct']}/{mine['clips']} | {theirs['correct']}/{theirs['clips']} |"
+        assert row in README, row
+    for figures in (own, drawn):
+        assert f"{figures['correct']}/{figures['clips']} ({100 * figures['top1']:.1f}%)" in README
 
 
 def test_options_table_matches_the_parser() -> None:
