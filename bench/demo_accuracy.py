@@ -22,7 +22,6 @@ import shlex
 import shutil
 import sys
 import tempfile
-from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 
@@ -30,8 +29,7 @@ from bench.workloads import machine, publish
 from handler.labels import MOTION_CLASSES, label_set
 from handler.models import get_spec
 from slowfast_serve.client.inference import Client
-from slowfast_serve.evaluation import drawn_motion
-from slowfast_serve.evaluation.accuracy import Accuracy, evaluate, markdown
+from slowfast_serve.evaluation.accuracy import Accuracy, Clip, drawn_clips, evaluate, markdown
 from slowfast_serve.server import REPO
 from slowfast_serve.server.archive import build_archive
 from slowfast_serve.server.torchserve import TorchServe, free_port_overrides
@@ -41,7 +39,6 @@ MODEL = "motion_demo"
 #: Seeds new to the model: it was trained on the own generator's seed 0 and validated on its seed 1.
 OWN_SEED, DRAWN_SEED = 515151, 616161
 VERSIONS = ("torch", "torchserve", "av", "numpy", "pillow", "opencv-python-headless")
-Clip = tuple[str, Callable[[], tuple[bytes, dict[str, str]]]]
 
 
 def own_clips(seed: int, per_class: int) -> list[Clip]:
@@ -59,16 +56,6 @@ def own_clips(seed: int, per_class: int) -> list[Clip]:
         }
 
     return [(m, lambda m=m, i=i: make(m, i)) for m in MOTION_CLASSES for i in range(per_class)]
-
-
-def drawn_clips(seed: int, per_class: int) -> list[Clip]:
-    """The independent generator's evaluation suite of ``per_class`` clips per class."""
-
-    def make(motion: str, index: int) -> tuple[bytes, dict[str, str]]:
-        data, clip = drawn_motion.make_clip(motion, seed, index)
-        return data, {"shape": clip.shape, "size": clip.size, "background": clip.background, "codec": clip.codec}
-
-    return [(m, lambda m=m, i=i: make(m, i)) for m, i in drawn_motion.suite(seed, per_class)]
 
 
 def run(args: argparse.Namespace) -> dict:

@@ -13,7 +13,7 @@ from handler.labels import MOTION_CLASSES, label_set, read_labels
 from handler.models import get_spec, load_model
 from slowfast_serve.client.inference import Client
 from slowfast_serve.evaluation import drawn_motion
-from slowfast_serve.evaluation.accuracy import Accuracy, evaluate
+from slowfast_serve.evaluation.accuracy import Accuracy, drawn_clips, evaluate
 from slowfast_serve.server.torchserve import REPO, TorchServe
 from slowfast_serve.server.weights import find_checkpoint
 from slowfast_serve.training.motion_data import ENCODINGS, make_video
@@ -87,14 +87,10 @@ def test_accuracy_on_new_videos_through_torchserve(demo_server: TorchServe) -> N
 def test_accuracy_on_independently_drawn_videos_through_torchserve(demo_server: TorchServe) -> None:
     """The independent generator draws with other code: other shapes, textures, motion pacing and codecs."""
 
-    def make(motion: str, index: int) -> tuple[bytes, dict[str, str]]:
-        data, clip = drawn_motion.make_clip(motion, DRAWN_SEED, index)
-        return data, {"shape": clip.shape, "size": clip.size, "background": clip.background, "codec": clip.codec}
-
-    suite = drawn_motion.suite(DRAWN_SEED, EVAL_PER_CLASS)
-    assert len(suite) >= 80
+    clips = drawn_clips(DRAWN_SEED, EVAL_PER_CLASS)
+    assert len(clips) >= 80
     with _client(demo_server) as client:
-        accuracy = evaluate(client, [(m, lambda m=m, i=i: make(m, i)) for m, i in suite], label_set("motion8"))
+        accuracy = evaluate(client, clips, label_set("motion8"))
     for motion in MOTION_CLASSES:
         looks = [clip.attributes for clip in accuracy.clips if clip.truth == motion]
         assert {"tiny", "large"} <= {look["size"] for look in looks}, motion

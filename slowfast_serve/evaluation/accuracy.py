@@ -13,6 +13,9 @@ from dataclasses import dataclass, field
 
 from slowfast_serve.client.inference import Client
 
+#: A labelled clip to evaluate: its true class and a function returning the video's bytes and its attributes.
+Clip = tuple[str, Callable[[], tuple[bytes, dict[str, str]]]]
+
 
 @dataclass(frozen=True)
 class Scored:
@@ -76,7 +79,7 @@ class Accuracy:
 
 def evaluate(
     client: Client,
-    clips: Sequence[tuple[str, Callable[[], tuple[bytes, dict[str, str]]]]],
+    clips: Sequence[Clip],
     classes: Sequence[str],
     *,
     concurrency: int = 4,
@@ -93,7 +96,7 @@ def evaluate(
         ServiceError: the server refused a clip (every clip of an evaluation set must be served).
     """
 
-    def score(clip: tuple[str, Callable[[], tuple[bytes, dict[str, str]]]]) -> Scored:
+    def score(clip: Clip) -> Scored:
         truth, make = clip
         video, attributes = make()
         top = client.classify(video, model=model).top
@@ -101,6 +104,18 @@ def evaluate(
 
     with ThreadPoolExecutor(max_workers=concurrency) as pool:
         return Accuracy(tuple(classes), tuple(pool.map(score, clips)))
+
+
+def drawn_clips(seed: int, per_class: int) -> list[Clip]:
+    """The independent generator's evaluation suite (``per_class`` clips per class), with the attributes the
+    reports break accuracy down by: shape, size, background, codec."""
+    from slowfast_serve.evaluation import drawn_motion
+
+    def make(motion: str, index: int) -> tuple[bytes, dict[str, str]]:
+        data, clip = drawn_motion.make_clip(motion, seed, index)
+        return data, {"shape": clip.shape, "size": clip.size, "background": clip.background, "codec": clip.codec}
+
+    return [(m, lambda m=m, i=i: make(m, i)) for m, i in drawn_motion.suite(seed, per_class)]
 
 
 def markdown(accuracy: Accuracy, *, breakdowns: Sequence[str] = ()) -> str:
