@@ -95,6 +95,7 @@ def run(args: argparse.Namespace) -> dict:
 def report_markdown(report: dict, command: str) -> str:
     sets: dict[str, Accuracy] = report["_accuracy"]
     own, drawn = sets["own"], sets["drawn"]
+    clip = get_spec(MODEL).clip
     mistakes = "\n".join(
         f"- {m.truth} called {m.predicted} ({m.score:.2f}): " + ", ".join(f"{k} {v}" for k, v in m.attributes.items())
         for accuracy in (own, drawn)
@@ -105,7 +106,7 @@ def report_markdown(report: dict, command: str) -> str:
 `{command}` on {report["machine"]}; {", ".join(f"{k} {v}" for k, v in report["versions"].items())}.
 Checkpoint `{report["checkpoint"]}` (sha256 {report["checkpoint_sha256"][:12]}), served by TorchServe (one worker,
 the repository's config) and called with the client, 4 requests in flight; each clip classified from one
-16 x 4 clip at 0 s, center crop (the default).
+{clip.num_frames} x {clip.sampling_rate} clip ({clip.duration_sec:.1f} s) at 0 s, center crop (the default).
 
 | set | clips | top-1 |
 |---|---|---|

@@ -390,10 +390,13 @@ REGISTRY: dict[str, ModelSpec] = {
         ),
         # A small SlowFast trained by this project on synthetic motion videos (slowfast-serve motion-data,
         # slowfast-serve finetune); works offline. Reduced width and depth, 112-pixel crops, alpha 4 as the others.
+        # 16 frames 6 apart span 3.2 s: most of a 3-4 s demo video, whose motion lasts the whole video (a 2.1 s
+        # clip saw about half of a slow, eased turn and mistook it for a size change). The fastest training turn
+        # (450 degrees in 3 s, eased) then moves about 40 degrees between frames.
         ModelSpec(
             name="motion_demo",
             builder="pytorchvideo.models.slowfast:create_slowfast",
-            clip=ClipSpec(num_frames=16, sampling_rate=4, side_size=128, crop_size=112, alpha=4),
+            clip=ClipSpec(num_frames=16, sampling_rate=6, side_size=128, crop_size=112, alpha=4),
             labels="motion8",
             num_classes=8,
             checkpoint_url=None,

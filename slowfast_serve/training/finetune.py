@@ -361,7 +361,7 @@ def train(args: argparse.Namespace) -> dict:
         "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads",
         "device": str(device) if device.type == "cpu" else f"{device} ({torch.cuda.get_device_name(device)})",
         "torch": torch.__version__,
-        "arguments": {k: str(v) for k, v in vars(args).items()},
+        "arguments": {k: str(v) for k, v in vars(args).items() if not k.startswith("_")},  # not the CLI's dispatch
         "epochs": history,
     }
     (args.out / "training.json").write_text(json.dumps(summary, indent=2) + "\n")
