@@ -4,7 +4,8 @@
 #
 #   make serve [MODEL=slowfast_r50] [CHECKPOINT=path.pyth] [LABELS=labels.json] [NAME=name] [RANDOM_INIT=1] [MODEL_API=1]
 #              [LIMITS="max_decode_seconds=10 max_window_mb=256"] [INFERENCE="precision=bf16 decode_workers=2"]
-#              [EXPORT=torchscript|aoti|openvino] [CALIBRATION=videos/]   (the network exported and checked at
+#              [EXPORT=eager|torchscript|aoti|openvino] [CALIBRATION=videos/]   (default: the checkpoint plus
+#              the OpenVINO fp32 network CPU workers serve; EXPORT forces one form, exported and checked at
 #              archive time; CALIBRATION: the videos an EXPORT=openvino INFERENCE=precision=int8 archive is
 #              quantized with: docs/export.md)
 #   make stop
@@ -20,6 +21,8 @@
 #                        benchmark (reports in docs/bench.md and docs/bench-stages.md; about 12 minutes on 2 cores)
 #   make bench-stages    the stage benchmark alone: decode + preprocess per clip, forward per batch size
 #   make bench-models    forward time of every registry model on the CPU (docs/bench-models.md, the README table)
+#   make bench-memory    worker memory (peak, after) under bursts of 1x1 and 10x3 requests at 256p, 720p and
+#                        1080p (docs/bench-memory.md; about 15 minutes on 2 cores)
 #   make bench-export    eager (fp32, bf16) vs TorchScript vs AOTInductor vs OpenVINO (fp32, bf16, int8): forward
 #                        time and agreement (docs/bench-export.md)
 
@@ -51,6 +54,7 @@ model_args = --model $(MODEL) $(weights_args) $(if $(LABELS),--labels '$(LABELS)
 DEMO_DATA ?= data/motion
 
 .PHONY: setup serve models scale stop status archive download train-demo demo-accuracy bench bench-models bench-stages bench-export \
+	bench-memory \
 	test lint clean
 
 setup: $(STAMP)
@@ -98,6 +102,9 @@ bench: bench-stages
 
 bench-models: $(STAMP)
 	$(PY) -m bench.models --repeats 3 --report docs/bench-models.md
+
+bench-memory: $(STAMP)
+	$(PY) -m bench.memory --workloads 256p 720p 1080p --views 1x1 10x3 --concurrency 1 4 8 --report docs/bench-memory.md
 
 bench-export: $(STAMP)
 	$(PY) -m bench.export --batch-sizes 1 4 --repeats 3 --report docs/bench-export.md

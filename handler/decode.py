@@ -21,10 +21,12 @@ computed with the same float arithmetic, frames de-duplicated by pts and sorted.
 
 from __future__ import annotations
 
+import contextlib
 import io
+import itertools
 import math
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -36,6 +38,10 @@ from av.video.reformatter import VideoReformatter
 from handler.errors import RequestError, bad_request
 from handler.models import ClipSpec
 from handler.transforms import uniform_temporal_indices
+
+#: What a clip keeps of each decoded frame: ``(H, W, 3)`` uint8 RGB, upright -> a smaller uint8 tensor (e.g. only
+#: the pixels a model's crops read). Applied as each frame is converted, so a clip never holds its full frames.
+FrameReducer = Callable[[torch.Tensor], torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -50,6 +56,9 @@ class DecodeLimits:
         max_window_mb: memory for the window's decoded frames held at once (YUV, about 1.5 bytes per pixel);
             beyond it the window is decoded twice instead of held (same frames, more time).
         max_timeline_windows: windows of one ``mode=timeline`` request.
+        max_request_mb: memory one request may hold while it is prepared, as estimated from the stream header
+            before decoding (:func:`handler.pipeline.request_memory_mb`); a request over it gets a 413 that says
+            what to send instead.
     """
 
     max_frame_pixels: int = 4096 * 2304
@@ -57,6 +66,7 @@ class DecodeLimits:
     max_decode_seconds: float = 20.0
     max_window_mb: int = 512
     max_timeline_windows: int = 120
+    max_request_mb: int = 1024
 
     def __post_init__(self) -> None:
         for name, value in vars(self).items():
@@ -73,6 +83,15 @@ class _Budget:
         self.threads = threads
         self.frames = 0
         self.deadline = time.monotonic() + limits.max_decode_seconds
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """Time spent inside is not decoding time (a clip handed out and being used): the deadline moves on."""
+        started = time.monotonic()
+        try:
+            yield
+        finally:
+            self.deadline += time.monotonic() - started
 
     def check_size(self, width: int, height: int) -> None:
         """Raises ``FrameTooLarge`` for frames over ``max_frame_pixels``."""
@@ -133,7 +152,8 @@ class DecodedClip:
 
     Attributes:
         frames: ``num_samples`` frames, each ``(H, W, 3)`` uint8 RGB in [0, 255], all the same size, in time
-            order, upright (display rotation applied). A frame that repeats (the window held fewer frames than
+            order, upright (display rotation applied); or, when the decoder was given a :data:`FrameReducer`, what
+            it made of each such frame (uint8, one shape). A frame that repeats (the window held fewer frames than
             ``num_samples``) is the same tensor object each time. The tensors share memory with the decoder's
             output: nothing is copied between the RGB conversion and :func:`handler.transforms.gather_frames`.
         start_sec, end_sec: the requested window, ``[start_sec, end_sec)``, seconds from the stream start.
@@ -153,8 +173,8 @@ class DecodedClip:
 
     def __post_init__(self) -> None:
         shapes = {tuple(frame.shape) for frame in self.frames}
-        if len(shapes) != 1 or len(next(iter(shapes))) != 3 or self.frames[0].dtype != torch.uint8:
-            raise ValueError(f"frames must be (H, W, 3) uint8 frames of one size, got shapes {sorted(shapes)}")
+        if len(shapes) != 1 or len(next(iter(shapes))) < 3 or self.frames[0].dtype != torch.uint8:
+            raise ValueError(f"frames must be uint8 frames of one shape, got shapes {sorted(shapes)}")
 
     def stacked(self) -> torch.Tensor:
         """The frames as one ``(T, H, W, 3)`` uint8 tensor (a copy)."""
@@ -175,6 +195,7 @@ def decode_clip(
     num_samples: int,
     limits: DecodeLimits | None = None,
     threads: int = 0,
+    reduce: FrameReducer | None = None,
 ) -> DecodedClip:
     """Decodes the frames of ``[start_sec, end_sec)`` and keeps ``num_samples`` of them, uniformly spread.
 
@@ -187,12 +208,15 @@ def decode_clip(
         threads: decoder threads (FFmpeg frame threading where the codec has it, else slice threading); 0 lets
             FFmpeg use every core, 1 decodes on the calling thread only. Several clips decoded at once should
             share the cores (see :class:`handler.pipeline.VideoClassifier`).
+        reduce: applied to each kept frame as it is converted (default: the RGB frames themselves).
 
     Raises:
         RequestError: 400 when the bytes are not a readable video, hold no video stream, use a codec this build
             cannot decode, fail to decode, or have no frame inside the window; 413 when a limit is exceeded.
     """
-    (clip,) = decode_clips(data, [(start_sec, end_sec)], num_samples=num_samples, limits=limits, threads=threads)
+    (clip,) = decode_clips(
+        data, [(start_sec, end_sec)], num_samples=num_samples, limits=limits, threads=threads, reduce=reduce
+    )
     return clip
 
 
@@ -203,19 +227,40 @@ def decode_clips(
     num_samples: int,
     limits: DecodeLimits | None = None,
     threads: int = 0,
+    reduce: FrameReducer | None = None,
 ) -> list[DecodedClip]:
     """:func:`decode_clip` of several ``(start_sec, end_sec)`` windows of one video, in order; the limits count
     the work of all of them together (one request)."""
+    return list(iter_clips(data, windows, num_samples=num_samples, limits=limits, threads=threads, reduce=reduce))
+
+
+def iter_clips(
+    data: bytes,
+    windows: Sequence[tuple[float, float]],
+    *,
+    num_samples: int,
+    limits: DecodeLimits | None = None,
+    threads: int = 0,
+    reduce: FrameReducer | None = None,
+) -> Iterator[DecodedClip]:
+    """:func:`decode_clips`, one clip at a time: a window is decoded only when the previous clip has been taken,
+    so a request of many windows holds one window's frames at once."""
     budget = _Budget(limits or DecodeLimits(), threads)
-    return [_decode_window(data, start, end, num_samples, budget) for start, end in windows]
-
-
-def _decode_window(data: bytes, start_sec: float, end_sec: float, num_samples: int, budget: _Budget) -> DecodedClip:
-    info, window, scan, seek = _scan_from(data, budget, lambda stream: _window_pts(stream, start_sec, end_sec))
-    if not scan.pts:
-        raise _empty_window_error(scan, start_sec, end_sec)
-    keep = uniform_temporal_indices(len(scan.pts), num_samples)
-    return _clip_from_scan(data, scan, window, keep, budget, info, seek=seek, start_sec=start_sec, end_sec=end_sec)
+    cursor = _Cursor(data, budget)
+    try:
+        for start, end in windows:
+            window = _window_pts(cursor.stream, start, end)
+            scan, seek = cursor.scan(window)
+            if not scan.pts:
+                raise _empty_window_error(scan, start, end)
+            keep = uniform_temporal_indices(len(scan.pts), num_samples)
+            clip = _clip_from_scan(
+                data, scan, window, keep, budget, cursor.info, seek=seek, start_sec=start, end_sec=end, reduce=reduce
+            )
+            with budget.paused():
+                yield clip
+    finally:
+        cursor.close()
 
 
 def _scan_from(
@@ -248,12 +293,13 @@ def _clip_from_scan(
     seek: bool,
     start_sec: float,
     end_sec: float,
+    reduce: FrameReducer | None = None,
 ) -> DecodedClip:
     """The frames ``keep`` (indices into ``scan.pts``) of a scanned window, converted to RGB (the window is decoded
     again, keeping only those frames, when it was too large to hold)."""
     if scan.frames is None:
         scan = _rescan(data, window, seek=seek, budget=budget, wanted={scan.pts[i] for i in keep.tolist()})
-    frames, rotation = _to_rgb([scan.frames.get(pts) for pts in scan.pts], keep)
+    frames, rotation = _to_rgb([scan.frames.get(pts) for pts in scan.pts], keep, reduce)
     return DecodedClip(
         frames=frames,
         start_sec=start_sec,
@@ -341,29 +387,30 @@ def decode_pts_clips(
     *,
     limits: DecodeLimits | None = None,
     threads: int = 0,
-) -> list[DecodedClip]:
-    """Clips the way PySlowFast's PyAV decoder selects them (``slowfast/datasets/decoder.py``).
+    reduce: FrameReducer | None = None,
+) -> Iterator[DecodedClip]:
+    """Clips the way PySlowFast's PyAV decoder selects them (``slowfast/datasets/decoder.py``), one at a time.
 
     Args:
         data: the encoded video.
         windows: per clip, ``(start_pts, end_pts)`` in the stream's own timestamps (not offset by its start time,
             as PySlowFast computes them); the clip's candidate frames are those with ``start_pts <= pts <=
             end_pts`` plus the first frame decoded after ``end_pts``, de-duplicated by pts (the last decoded
-            wins) and sorted. ``(-inf, inf)`` is the whole video. Equal windows are decoded once.
+            wins) and sorted. ``(-inf, inf)`` is the whole video. Equal consecutive windows are decoded once.
         picks: per clip, the candidates' count -> int64 indices of the frames to keep, in order.
+        reduce: as :func:`decode_clip`.
 
     Raises:
         RequestError: as :func:`decode_clip`.
     """
     budget = _Budget(limits or DecodeLimits(), threads)
     timing = stream_timing(data)
-    scanned: dict[tuple[float, float], tuple[VideoInfo, _Window, _Scan, bool]] = {}
-    clips = []
+    scanned: tuple[tuple[float, float], tuple[VideoInfo, _Window, _Scan, bool]] | None = None
     for (start_pts, end_pts), pick in zip(windows, picks, strict=True):
-        if (start_pts, end_pts) not in scanned:
+        if scanned is None or scanned[0] != (start_pts, end_pts):  # only the last window's frames are held
             window = _Window(start_pts=start_pts, end_pts=end_pts + 1, take_next=True)  # pts are integers
-            scanned[start_pts, end_pts] = _scan_from(data, budget, lambda _stream, window=window: window)
-        info, window, scan, seek = scanned[start_pts, end_pts]
+            scanned = ((start_pts, end_pts), _scan_from(data, budget, lambda _stream, window=window: window))
+        info, window, scan, seek = scanned[1]
         if not scan.pts:
             raise _empty_window_error(scan, timing.seconds(max(start_pts, timing.start_time)), timing.seconds(end_pts))
         keep = pick(len(scan.pts))
@@ -378,9 +425,10 @@ def decode_pts_clips(
             seek=seek,
             start_sec=timing.seconds(first),
             end_sec=timing.seconds(last) + (1 / timing.fps if timing.fps else 0.0),
+            reduce=reduce,
         )
-        clips.append(clip)
-    return clips
+        with budget.paused():
+            yield clip
 
 
 @dataclass(frozen=True)
@@ -403,17 +451,21 @@ def decode_indexed_clips(
     past_end: Callable[[int, int], int],
     limits: DecodeLimits | None = None,
     threads: int = 0,
+    reduce: FrameReducer | None = None,
 ) -> list[DecodedClip]:
     """The frames of each view by index in decoder output order, as decord (MMAction2's and PaddleVideo's
     decoder) numbers them: the video is decoded from its start, once for all views, up to the last index any view
     needs. A file whose frames come out of the decoder in another order than their timestamps (e.g. H.264 with
-    B-frames in AVI) is indexed as it comes out, as decord does.
+    B-frames in AVI) is indexed as it comes out, as decord does. Each needed frame is converted (and reduced) as
+    it is decoded, so the views' frames are held only in their reduced form; all of them take the size and
+    rotation of the first frame converted.
 
     Args:
         data: the encoded video.
         views: the clips.
         past_end: ``(index, decoded_count) -> index`` for an index at or past the last decoded frame: a
             replacement (the last frame is always available) or a raised :class:`RequestError`.
+        reduce: as :func:`decode_clip`.
 
     Raises:
         RequestError: as :func:`decode_clip`; ``ClipOutOfRange`` when an ``anchor_sec`` is past the last frame.
@@ -423,11 +475,12 @@ def decode_indexed_clips(
     resolved: list[list[int] | None] = [list(v.indices) if v.anchor_sec is None else None for v in views]
     waiting = sorted((timing.pts(v.anchor_sec), k) for k, v in enumerate(views) if v.anchor_sec is not None)
     needed = {i for indices in resolved if indices is not None for i in indices}
-    held: dict[int, av.VideoFrame] = {}
+    held: dict[int, torch.Tensor] = {}
     pts_of: dict[int, int] = {}
     missed: set[int] = set()  # indices before a late anchor (wrapped around): decoded again below
     last: tuple[int, av.VideoFrame] | None = None
     count, max_pts = 0, -math.inf
+    converter: _RgbConverter | None = None
     with _open(data, budget.threads) as container:
         stream = container.streams.video[0]
         info = _video_info(container, stream)
@@ -443,7 +496,8 @@ def decode_indexed_clips(
                 missed |= {i for i in resolved[k] if i < index and i not in held}
                 needed |= set(resolved[k])
             if index in needed:
-                held[index], pts_of[index] = frame, frame.pts
+                converter = converter or _RgbConverter(frame, reduce)
+                held[index], pts_of[index] = converter(frame), frame.pts
             last = (index, frame)
             if not waiting and index >= max(needed, default=-1):
                 break
@@ -456,40 +510,44 @@ def decode_indexed_clips(
             f"no frame at or after start_sec {start:.3f}s: the video's last frame is at {end:.3f}s; use a start_sec "
             f"below {end:.3f}",
         )
-    held.setdefault(last[0], last[1])
+    converter = converter or _RgbConverter(last[1], reduce)
+    if last[0] not in held:
+        held[last[0]] = converter(last[1])
     pts_of.setdefault(last[0], last[1].pts)
     if missed:
-        _decode_prefix(data, missed, held, pts_of, budget)
+        _decode_prefix(data, missed, held, pts_of, budget, converter)
     clips = []
     for indices in resolved:
         # An index at or past `count` means the decoder ran out (the loop only stops early once all are held).
         indices = [i if i < count else past_end(i, count) for i in indices]
-        distinct = sorted(set(indices))
-        keep = torch.tensor([distinct.index(i) for i in indices])
-        frames, rotation = _to_rgb([held[i] for i in distinct], keep)
         clips.append(
             DecodedClip(
-                frames=frames,
+                frames=[held[i] for i in indices],
                 start_sec=timing.seconds(pts_of[indices[0]]),
                 end_sec=timing.seconds(pts_of[indices[-1]]) + (1 / timing.fps if timing.fps else 0.0),
                 source_frames=indices[-1] - indices[0] + 1,
                 info=info,
                 decoded_frames=budget.frames,
-                rotation=rotation,
+                rotation=converter.rotation,
             )
         )
     return clips
 
 
 def _decode_prefix(
-    data: bytes, wanted: set[int], held: dict[int, av.VideoFrame], pts_of: dict[int, int], budget: _Budget
+    data: bytes,
+    wanted: set[int],
+    held: dict[int, torch.Tensor],
+    pts_of: dict[int, int],
+    budget: _Budget,
+    converter: _RgbConverter,
 ) -> None:
     """Decodes the video again from its start up to the largest ``wanted`` index, adding those frames to ``held``."""
     with _open(data, budget.threads) as container:
         stream = container.streams.video[0]
         for index, frame in enumerate(_decode(container, stream, budget)):
             if index in wanted:
-                held[index], pts_of[index] = frame, frame.pts
+                held[index], pts_of[index] = converter(frame), frame.pts
             if index >= max(wanted):
                 break
 
@@ -660,21 +718,39 @@ def _scan_window(
             container.seek(int(window.start_pts), backward=True, any_frame=False, stream=stream)
         except av.FFmpegError:  # e.g. no index to seek with: decoding from the start still works
             return _OVERSHOT
+    return _collect(_decode(container, stream, budget), stream, window, budget, sought=seek, wanted=wanted)[0]
+
+
+def _collect(
+    frames: Iterable[av.VideoFrame],
+    stream: av.video.stream.VideoStream,
+    window: _Window,
+    budget: _Budget,
+    *,
+    sought: bool,
+    wanted: set[int] | None = None,
+) -> tuple[_Scan, av.VideoFrame | None]:
+    """Takes ``frames`` (presentation order) until the first one past the window end, keeping the window's frames
+    (or only the ``wanted`` pts); returns the scan and that first frame past the end when it was not kept (it
+    may belong to the next window). After a seek (``sought``), a first frame later than the window start, or no
+    frame at all, is an overshoot."""
     max_bytes = budget.limits.max_window_mb * 2**20
     seen: set[int] = set()
     held: dict[int, av.VideoFrame] | None = {}
     held_bytes = 0
     last_pts = None
-    for frame in _decode(container, stream, budget):
+    after = None
+    for frame in frames:
         if frame.pts is None:
             raise bad_request(
                 "InvalidVideo", "the video frames carry no timestamps; remux the stream into a container (e.g. mp4)"
             )
-        if seek and last_pts is None and frame.pts > window.start_pts:
-            return _OVERSHOT
+        if sought and last_pts is None and frame.pts > window.start_pts:
+            return _OVERSHOT, None
         last_pts = frame.pts if last_pts is None else max(last_pts, frame.pts)
         past_end = frame.pts >= window.end_pts
         if past_end and not window.take_next:
+            after = frame
             break
         if frame.pts >= window.start_pts:
             seen.add(frame.pts)
@@ -686,10 +762,68 @@ def _scan_window(
                     held = None  # count the rest; the caller decodes the window again for the frames it picks
         if past_end:
             break  # the first frame past the end was kept (take_next)
-    if seek and last_pts is None:
-        return _OVERSHOT  # nothing decodable after the seek point
+    if sought and last_pts is None:
+        return _OVERSHOT, None  # nothing decodable after the seek point
     last_sec = None if last_pts is None else _seconds(stream, last_pts)
-    return _Scan(pts=sorted(seen), frames=held, last_frame_sec=last_sec)
+    return _Scan(pts=sorted(seen), frames=held, last_frame_sec=last_sec), after
+
+
+class _Cursor:
+    """One open container decoded forward across a request's windows (in order of their starts): a window that
+    starts inside what the previous one decoded takes the frames already decoded (those of the previous window
+    from its start on, and the first frame past its end) and continues decoding from there, instead of seeking
+    back to a key frame and decoding them again. Timelines (adjacent windows) and multi-view clips (overlapping
+    windows) are decoded once. Any other window is sought to, as :func:`_scan_from` does.
+    """
+
+    def __init__(self, data: bytes, budget: _Budget) -> None:
+        self.data, self.budget = data, budget
+        self.container = _open(data, budget.threads)
+        self.stream = self.container.streams.video[0]
+        self.info = _video_info(self.container, self.stream)
+        budget.check_size(self.info.width, self.info.height)  # before decoding: the header already says
+        self.frames: Iterator[av.VideoFrame] | None = None  # continues the last decoding run
+        self.since = math.inf  # every frame with pts >= since that the run decoded is in `recent` (or still to come)
+        self.recent: list[av.VideoFrame] = []
+
+    def close(self) -> None:
+        self.container.close()
+
+    def scan(self, window: _Window) -> tuple[_Scan, bool]:
+        """The window's :class:`_Scan`, and whether it was (or, decoded again, would be) sought to."""
+        seek = window.start_pts > (self.stream.start_time or 0)
+        reached = max((frame.pts for frame in self.recent), default=-math.inf)
+        if self.frames is not None and self.since <= window.start_pts <= reached:
+            carried = [frame for frame in self.recent if frame.pts >= window.start_pts]
+            scan, after = _collect(
+                itertools.chain(carried, self.frames), self.stream, window, self.budget, sought=False
+            )
+        else:
+            if self.frames is not None or seek:  # a fresh run: from the key frame before the window, or the start
+                self._restart(window, seek)
+            self.frames = _decode(self.container, self.stream, self.budget)
+            scan, after = _collect(self.frames, self.stream, window, self.budget, sought=seek)
+            if scan.overshot:  # the seek landed after the window start: decode from the beginning instead
+                self.frames, seek = None, False
+                return _rescan(self.data, window, seek=False, budget=self.budget), seek
+        self.since = window.start_pts
+        if scan.frames is None:  # too large to hold: counted only, nothing to carry
+            self.frames, self.recent = None, []
+        else:
+            self.recent = [scan.frames[pts] for pts in scan.pts] + ([after] if after is not None else [])
+        return scan, seek
+
+    def _restart(self, window: _Window, seek: bool) -> None:
+        if self.frames is not None:
+            self.frames.close()
+        self.recent = []
+        if seek:
+            with contextlib.suppress(av.FFmpegError):  # no index: the decode from here overshoots or fails alike
+                self.container.seek(int(window.start_pts), backward=True, any_frame=False, stream=self.stream)
+        else:
+            self.container.close()
+            self.container = _open(self.data, self.budget.threads)
+            self.stream = self.container.streams.video[0]
 
 
 def _decode(
@@ -737,32 +871,50 @@ def _seconds(stream: av.video.stream.VideoStream, pts: int) -> float:
     return float((pts - (stream.start_time or 0)) * stream.time_base)
 
 
-def _to_rgb(frames: list[av.VideoFrame | None], keep: torch.Tensor) -> tuple[list[torch.Tensor], int]:
-    """The frames ``frames[keep]`` as ``(H, W, 3)`` uint8 RGB tensors, upright, converting each distinct frame
-    once (a repeated index gives the same tensor object; entries that ``keep`` does not pick may be ``None``),
-    and the rotation applied (0, 90, 180 or 270 degrees).
+class _RgbConverter:
+    """Converts frames to ``(H, W, 3)`` uint8 RGB tensors, upright, all at the size and rotation of a reference
+    frame (then applies ``reduce``, if given).
 
-    A stream whose resolution changes inside the clip is scaled to the size of the first kept frame. Display
-    rotation (phone videos: the display matrix) is applied as players do, to the nearest quarter turn; a
-    mirroring display matrix is not.
+    A stream whose resolution changes is scaled to the reference frame's size. Display rotation (phone videos:
+    the display matrix) is applied as players do, to the nearest quarter turn; a mirroring display matrix is not.
+    One reformatter serves every frame: it keeps its swscale context between frames, where
+    ``frame.to_ndarray()`` builds a new one per frame (measured: 8 ms vs 0.9 ms per 720p frame, identical pixels).
     """
-    first = frames[int(keep[0])]
-    width, height = first.width, first.height
-    # frame.rotation is the display matrix's counterclockwise angle; turning the pixels by it shows them upright.
-    quarter_turns = round(first.rotation / 90) % 4
-    # One reformatter for the clip: it keeps its swscale context between frames, where frame.to_ndarray() builds
-    # a new one per frame (measured: 8 ms vs 0.9 ms per 720p frame, identical pixels).
-    reformatter = VideoReformatter()
+
+    def __init__(self, reference: av.VideoFrame, reduce: FrameReducer | None = None) -> None:
+        self.width, self.height = reference.width, reference.height
+        # frame.rotation is the display matrix's counterclockwise angle; turning the pixels by it shows them upright.
+        self.quarter_turns = round(reference.rotation / 90) % 4
+        self.reduce = reduce
+        self.reformatter = VideoReformatter()
+
+    @property
+    def rotation(self) -> int:
+        """Degrees counterclockwise the frames are turned (0, 90, 180 or 270)."""
+        return 90 * self.quarter_turns
+
+    def __call__(self, frame: av.VideoFrame) -> torch.Tensor:
+        # A view of the converted frame's buffer (rgb24 rows are not padded for these widths; if they are,
+        # to_ndarray copies): the array keeps the frame alive.
+        rgb = self.reformatter.reformat(frame, format="rgb24", width=self.width, height=self.height).to_ndarray()
+        if self.quarter_turns:
+            rgb = np.ascontiguousarray(np.rot90(rgb, self.quarter_turns))
+        tensor = torch.from_numpy(rgb)
+        return tensor if self.reduce is None else self.reduce(tensor)
+
+
+def _to_rgb(
+    frames: list[av.VideoFrame | None], keep: torch.Tensor, reduce: FrameReducer | None = None
+) -> tuple[list[torch.Tensor], int]:
+    """The frames ``frames[keep]`` converted by an :class:`_RgbConverter` whose reference is the first kept frame,
+    converting each distinct frame once (a repeated index gives the same tensor object; entries that ``keep`` does
+    not pick may be ``None``), and the rotation applied (0, 90, 180 or 270 degrees)."""
+    converter = _RgbConverter(frames[int(keep[0])], reduce)
     converted: dict[int, torch.Tensor] = {}
     for i in keep.tolist():
         if i not in converted:
-            # A view of the converted frame's buffer (rgb24 rows are not padded for these widths; if they
-            # are, to_ndarray copies): the array keeps the frame alive.
-            rgb = reformatter.reformat(frames[i], format="rgb24", width=width, height=height).to_ndarray()
-            if quarter_turns:
-                rgb = np.ascontiguousarray(np.rot90(rgb, quarter_turns))
-            converted[i] = torch.from_numpy(rgb)
-    return [converted[i] for i in keep.tolist()], 90 * quarter_turns
+            converted[i] = converter(frames[i])
+    return [converted[i] for i in keep.tolist()], converter.rotation
 
 
 def _empty_window_error(scan: _Scan, start_sec: float, end_sec: float) -> RequestError:

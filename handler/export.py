@@ -44,8 +44,10 @@ from handler.models import ModelSpec
 
 logger = logging.getLogger(__name__)
 
-ExportFormat = Literal["eager", "torchscript", "aoti", "openvino"]
-EXPORT_FORMATS: tuple[str, ...] = ("eager", "torchscript", "aoti", "openvino")
+ExportFormat = Literal["auto", "eager", "torchscript", "aoti", "openvino"]
+EXPORT_FORMATS: tuple[str, ...] = ("auto", "eager", "torchscript", "aoti", "openvino")
+#: The file name of the OpenVINO network an ``export=auto`` archive carries beside its checkpoint.
+AUTO_OPENVINO_FILE = "openvino.ov.zip"
 SUFFIXES = {"torchscript": ".ts.pt", "aoti": ".pt2", "openvino": ".ov.zip"}
 _METADATA = "video_export.json"  # TorchScript extra file / AOTInductor metadata key / OpenVINO zip member
 _OPENVINO_PRECISIONS = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}  # INFERENCE_PRECISION_HINT per precision
@@ -239,6 +241,12 @@ class ExportedModel:
         return self.runner(*pathways)
 
 
+#: Clips per OpenVINO inference: a larger batch is run in slices of this many. Measured on slowfast_r50 (AMD
+#: EPYC, 2 cores; docs/bench-memory.md): the time per clip is the same at batch 1, 2, 4 and 8 (0.80-0.92 s),
+#: while the infer request keeps the memory of the largest batch it has run for good (+0.26 GB at 2, +1.3 GB at 8).
+OPENVINO_CLIPS_PER_INFER = 2
+
+
 class OpenVinoRunner:
     """An OpenVINO model compiled for the CPU, called with torch pathway tensors.
 
@@ -251,9 +259,14 @@ class OpenVinoRunner:
         self.request = compiled.create_infer_request()
 
     def __call__(self, *pathways: torch.Tensor) -> torch.Tensor:
-        """``(N, num_classes)`` float32 scores for float32 ``(N, 3, T, S, S)`` pathways (CPU, contiguous)."""
-        self.request.infer([p.detach().cpu().contiguous().numpy() for p in pathways])
-        return torch.from_numpy(self.request.get_output_tensor(0).data.copy())
+        """``(N, num_classes)`` float32 scores for float32 ``(N, 3, T, S, S)`` pathways (CPU, contiguous), in slices
+        of :data:`OPENVINO_CLIPS_PER_INFER` clips."""
+        scores = []
+        for start in range(0, pathways[0].shape[0], OPENVINO_CLIPS_PER_INFER):
+            part = [p[start : start + OPENVINO_CLIPS_PER_INFER].detach().cpu().contiguous().numpy() for p in pathways]
+            self.request.infer(part)
+            scores.append(torch.from_numpy(self.request.get_output_tensor(0).data.copy()))
+        return torch.cat(scores)
 
 
 def load_exported(path: str | Path, fmt: str, device: torch.device, spec: ModelSpec) -> ExportedModel:

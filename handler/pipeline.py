@@ -19,22 +19,24 @@ import contextlib
 import logging
 import math
 import os
+import queue
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
 
-from handler.decode import DecodeLimits, VideoInfo, video_duration
+from handler.decode import DecodeLimits, VideoInfo, probe, video_duration
 from handler.errors import RequestError
 from handler.export import EXPORT_FORMATS, ExportedModel, ExportFormat, load_exported
-from handler.models import ModelSpec, fold_batch_norms, load_model
-from handler.request import VideoRequest
-from handler.sampling import sample_clips
-from handler.transforms import finish, gather_frames, model_inputs, plan_for, resize_for_recipe
+from handler.models import ClipSpec, ModelSpec, fold_batch_norms, load_model
+from handler.request import VideoRequest, format_views
+from handler.sampling import iter_sampled_clips
+from handler.transforms import CropGatherer, model_inputs
 
 logger = logging.getLogger(__name__)
 
@@ -60,8 +62,11 @@ class InferenceOptions:
         decode_workers: requests of a batch prepared at once (threads); 0 = one per CPU core the worker may use.
         max_clips_per_forward: clips (views) in one forward; a batch with more (multi-view requests) runs
             several, and requests share them.
-        export: the form of the network in the archive: ``eager`` (the checkpoint, built into the Python
-            network at load), ``torchscript``, ``aoti`` or ``openvino`` (built by ``slowfast-serve archive``;
+        export: the form of the network in the archive: ``auto`` (the default: the checkpoint, and the OpenVINO
+            fp32 network where it passed its archive-time check against eager; a worker on a CPU serves that, a
+            worker on a GPU, or with ``precision`` other than fp32 or ``compile``, serves eager:
+            :func:`resolve_engine`), ``eager`` (the checkpoint, built into the Python network at load),
+            ``torchscript``, ``aoti`` or ``openvino`` (built by ``slowfast-serve archive``;
             :mod:`handler.export`). An export is built with this section's ``channels_last``,
             ``fold_batchnorm`` and ``max_clips_per_forward`` (and, for ``openvino``, ``precision``); ``aoti``
             runs in fp32, ``openvino`` on the CPU, and neither is compiled again.
@@ -74,7 +79,7 @@ class InferenceOptions:
     warmup: bool = True
     decode_workers: int = 0
     max_clips_per_forward: int = 8
-    export: ExportFormat = "eager"
+    export: ExportFormat = "auto"
 
     @property
     def network_channels_last(self) -> bool:
@@ -93,7 +98,7 @@ class InferenceOptions:
             raise ValueError("export=openvino runs on the CPU in fp32, bf16 or int8; fp16 autocast is for GPUs")
         if self.export not in EXPORT_FORMATS:
             raise ValueError(f"export must be one of {', '.join(EXPORT_FORMATS)}, got {self.export!r}")
-        if self.export != "eager" and self.compile:
+        if self.export not in ("auto", "eager") and self.compile:
             raise ValueError(f"compile applies to the eager network; an export={self.export} archive is already built")
         if self.export == "aoti" and self.precision != "fp32":
             raise ValueError(
@@ -177,6 +182,96 @@ class PreparedClip:
     preprocess_ms: float
 
 
+@dataclass
+class PreparedView:
+    """One temporal view of a request, ready for the model: :class:`PreparedClip`'s fields for that view alone
+    (``clips`` is ``(K, 3, T, S, S)``, its crops)."""
+
+    clips: torch.Tensor
+    window: tuple[float, float]
+    source_frames: int
+    info: VideoInfo
+    rotation: int
+    decode_ms: float
+    preprocess_ms: float
+
+
+def request_memory_mb(info: VideoInfo, clip: ClipSpec, views: tuple[int, int], limits: DecodeLimits) -> float:
+    """An upper estimate of the memory one request holds at once while it is prepared, in MiB, from the stream
+    header alone (before decoding): one window's decoded frames (YUV 4:2:0, 1.5 bytes a pixel; a window over
+    ``max_window_mb`` is decoded twice, holding only the frames it keeps), one RGB frame, the kept frames' crop
+    pixels (at most ``2S x 2S`` per crop and frame; every view's at once for the recipes that index frames, as
+    decord) and one view's float clips. The views are prepared one after the other, so the temporal count
+    matters only for those recipes."""
+    temporal, crops = views
+    pixels = info.width * info.height
+    window = (math.ceil((info.fps or 30.0) * clip.duration_sec) + 1) * pixels * 1.5
+    if window > limits.max_window_mb * 2**20:  # counted up to the limit, then decoded again keeping the sampled
+        window = max(limits.max_window_mb * 2**20, clip.num_frames * pixels * 1.5)
+    # torch's bilinear is gathered before it is computed (two taps a pixel); the toolboxes' resize comes first.
+    gathered_side = 2 * clip.crop_size if clip.recipe.resize == "torch_bilinear" else clip.crop_size
+    held_views = temporal if clip.recipe.sampler in ("frame_interval", "index_linspace") else 1
+    gathered = held_views * clip.num_frames * crops * gathered_side**2 * 3
+    floats = crops * 3 * clip.num_frames * clip.crop_size**2 * 4
+    return (window + pixels * 3 + gathered + floats) / 2**20
+
+
+@dataclass(frozen=True)
+class CpuEngine:
+    """The OpenVINO network an ``export=auto`` archive carries for CPU workers, or why it carries none.
+
+    Attributes:
+        file: the ``.ov.zip`` (fp32, checked against eager when the archive was built), or ``None``.
+        unavailable: why there is none (the conversion failed or disagreed with eager), when ``file`` is ``None``.
+    """
+
+    file: Path | None
+    unavailable: str = ""
+
+
+def resolve_engine(
+    options: InferenceOptions, device: torch.device, checkpoint: str | Path, openvino: CpuEngine | None
+) -> tuple[InferenceOptions, str | Path]:
+    """The engine an ``export=auto`` worker serves, exactly (the fastest whose answers equal eager's to float
+    rounding): OpenVINO fp32 on a CPU where the archive carries a checked network that loads here; eager on a GPU,
+    with ``precision`` other than fp32 (autocast is eager's), with ``compile``, or when there is no OpenVINO
+    network (one log line says why). Returns the options with a concrete ``export`` and the file to load."""
+    eager = replace(options, export="eager")
+    if device.type != "cpu" or options.precision != "fp32" or options.compile:
+        return eager, checkpoint
+    if openvino is None:  # in-process use with a checkpoint alone
+        return eager, checkpoint
+    if openvino.file is None:
+        logger.warning("serving eager on the CPU: %s", openvino.unavailable)
+        return eager, checkpoint
+    chosen = replace(options, export="openvino")
+    try:
+        import openvino as _  # noqa: F401  (an image without OpenVINO serves eager)
+    except ImportError as e:
+        logger.warning("serving eager on the CPU: OpenVINO cannot be imported here (%s)", e)
+        return eager, checkpoint
+    return chosen, openvino.file
+
+
+@dataclass(frozen=True)
+class _Crash:
+    """An unexpected exception raised while preparing a request in a worker thread."""
+
+    error: BaseException
+
+
+_DONE = object()  # a producer has no more views
+
+
+def _views_or_error(slot: int, views: Iterator[PreparedView]) -> Iterator[tuple[int, PreparedView | RequestError]]:
+    """``(slot, view)`` for each view, then, if preparing fails with a :class:`RequestError`, ``(slot, error)``."""
+    try:
+        for view in views:
+            yield slot, view
+    except RequestError as error:
+        yield slot, error
+
+
 class VideoClassifier:
     """A loaded model with its labels: classifies batches of video requests.
 
@@ -205,7 +300,11 @@ class VideoClassifier:
         self.weights = weights
         self.device = device
         self.limits = limits or DecodeLimits()
-        self.options = options or InferenceOptions()
+        options = options or InferenceOptions()
+        if options.export == "auto":  # a network given as it is: say what it is
+            built = model.metadata.format if isinstance(model, ExportedModel) else "eager"
+            options = replace(options, export=built)
+        self.options = options
         self.model = self._optimised(model)
         self.decode_workers = self.options.decode_workers or cpu_count()
         self._pool = ThreadPoolExecutor(self.decode_workers, thread_name_prefix="prepare")
@@ -221,10 +320,20 @@ class VideoClassifier:
         device: torch.device,
         limits: DecodeLimits | None = None,
         options: InferenceOptions | None = None,
+        openvino: CpuEngine | None = None,
     ) -> VideoClassifier:
         """Builds ``spec`` and loads ``checkpoint`` into it, or loads the export ``checkpoint`` is (per
-        ``options.export``), and checks that ``labels`` fit the classifier head."""
+        ``options.export``; ``auto`` picks by :func:`resolve_engine`, the OpenVINO network being ``openvino``),
+        and checks that ``labels`` fit the classifier head."""
         options = options or InferenceOptions()
+        if options.export == "auto":
+            chosen, artifact = resolve_engine(options, device, checkpoint, openvino)
+            if chosen.export != "eager":
+                try:
+                    return cls.load(spec, artifact, labels, device, limits, chosen)
+                except (ValueError, RuntimeError) as e:  # e.g. an IR this OpenVINO cannot read: eager still can
+                    logger.warning("serving eager on the CPU: the archive's OpenVINO network does not load (%s)", e)
+            options = replace(options, export="eager")
         model: torch.nn.Module | ExportedModel
         if options.export == "eager":
             model, weights = load_model(spec, checkpoint)
@@ -239,6 +348,12 @@ class VideoClassifier:
                 "give the label file the checkpoint was trained with"
             )
         return cls(spec, model, labels, description, device, limits, options)
+
+    @property
+    def engine(self) -> dict[str, str]:
+        """What runs the forward, as responses report it: ``{"name": "openvino" | "eager" | ..., "precision":
+        "fp32" | ..., "device": "cpu" | "cuda:0"}``."""
+        return {"name": self.options.export, "precision": self.options.precision, "device": str(self.device)}
 
     def _optimised(self, model: torch.nn.Module | ExportedModel) -> torch.nn.Module | ExportedModel:
         if isinstance(model, ExportedModel):
@@ -260,17 +375,39 @@ class VideoClassifier:
         logger.info("warm-up forward on %s: %.0f ms", self.device, (time.perf_counter() - started) * 1000)
 
     def prepare(self, request: VideoRequest, threads: int = 0) -> PreparedClip:
-        """Decodes the request's temporal views (with ``threads`` decoder threads, 0 = FFmpeg's choice) and
-        preprocesses each view's crops: the crop's pixels are gathered on the CPU and interpolated on the model's
-        device.
+        """Every view of :meth:`prepare_views`, collected: the request's clips in one tensor.
 
         Raises:
             RequestError: for bad input.
+        """
+        views = list(self.prepare_views(request, threads))
+        first = views[0]
+        clips = [view.clips for view in views]
+        return PreparedClip(
+            clips=clips[0] if len(clips) == 1 else torch.cat(clips),  # one view: no copy
+            windows=[view.window for view in views],
+            source_frames=first.source_frames,
+            info=first.info,
+            rotation=first.rotation,
+            decode_ms=sum(view.decode_ms for view in views),
+            preprocess_ms=sum(view.preprocess_ms for view in views),
+        )
+
+    def prepare_views(self, request: VideoRequest, threads: int = 0) -> Iterator[PreparedView]:
+        """Decodes the request's temporal views one after the other (with ``threads`` decoder threads, 0 =
+        FFmpeg's choice) and preprocesses each view's crops: each frame is reduced to the pixels the crops read as
+        it is decoded (:class:`~handler.transforms.CropGatherer`), and interpolated on the model's device. A view
+        is decoded only once the previous one has been taken, so a request holds about one view at a time
+        (:func:`request_memory_mb`, checked against ``max_request_mb`` before decoding).
+
+        Raises:
+            RequestError: for bad input (possibly after some views were yielded), or 413 over the memory budget.
         """
         clip = self.spec.clip
         temporal, spatial = request.views
         started = time.perf_counter()
         video, limits = request.video, self.limits
+        self._check_memory(request)
         if request.mode == "timeline":
             stride = self._stride(request)
             starts = timeline_starts(video_duration(video), request.start_sec, stride)
@@ -287,26 +424,45 @@ class VideoClassifier:
             placement = {"spread": temporal, "start_sec": request.start_sec}
         else:
             placement = {"starts": [request.start_sec]}
-        decoded = sample_clips(video, clip, **placement, limits=limits, threads=threads)
-        windows = [(view.start_sec, view.end_sec) for view in decoded]
-        decoded_at = time.perf_counter()
-        crops = [None] if spatial == 1 else [0, 1, 2]  # None: the recipe's center crop
-        tensors = []
-        for view in decoded:
-            frames = resize_for_recipe(view.frames, clip)
-            for crop in crops:
-                plan = plan_for(frames, clip, spatial_view=crop)
-                gathered = gather_frames(frames, plan, pin_memory=self.device.type == "cuda")
-                tensors.append(finish(gathered.to(self.device, non_blocking=True), plan, clip))
-        first = decoded[0]
-        return PreparedClip(
-            clips=tensors[0][None] if len(tensors) == 1 else torch.stack(tensors),  # one view: no copy
-            windows=windows,
-            source_frames=first.source_frames,
-            info=first.info,
-            rotation=first.rotation,
-            decode_ms=(decoded_at - started) * 1000,
-            preprocess_ms=(time.perf_counter() - decoded_at) * 1000,
+        gatherer = CropGatherer(clip, [None] if spatial == 1 else [0, 1, 2])  # None: the recipe's center crop
+        decoded = iter_sampled_clips(video, clip, **placement, limits=limits, threads=threads, reduce=gatherer)
+        while True:
+            view = next(decoded, None)
+            if view is None:
+                return
+            decoded_at = time.perf_counter()
+            clips = gatherer.finish_crops(view.frames, device=self.device)
+            done = time.perf_counter()
+            yield PreparedView(
+                clips=clips,
+                window=(view.start_sec, view.end_sec),
+                source_frames=view.source_frames,
+                info=view.info,
+                rotation=view.rotation,
+                decode_ms=(decoded_at - started) * 1000,
+                preprocess_ms=(done - decoded_at) * 1000,
+            )
+            started = time.perf_counter()
+
+    def _check_memory(self, request: VideoRequest) -> None:
+        """413 ``RequestTooLarge`` when :func:`request_memory_mb` of the request exceeds ``max_request_mb``."""
+        clip, limits = self.spec.clip, self.limits
+        views = (1, request.views[1]) if request.mode == "timeline" else request.views
+        info = probe(request.video)
+        needed = request_memory_mb(info, clip, views, limits)
+        if needed <= limits.max_request_mb:
+            return
+        advice = ["a video scaled down (e.g. ffmpeg -i in.mp4 -vf scale=-2:720 out.mp4)"]
+        if views[1] > 1:
+            advice.append(f"views={views[0]}x1 (one crop per clip)")
+        if clip.recipe.sampler in ("frame_interval", "index_linspace") and views[0] > 1:
+            advice.append("fewer clips (views=3x1)")
+        raise RequestError(
+            413,
+            "RequestTooLarge",
+            f"preparing this request would hold about {needed:.0f} MB ({info.width}x{info.height} frames at "
+            f"{info.fps or 30:.3g} fps, views {format_views(views)}); this service prepares requests of up to "
+            f"{limits.max_request_mb} MB: send {' or '.join(advice)}",
         )
 
     @torch.inference_mode()
@@ -363,27 +519,120 @@ class VideoClassifier:
         """Runs a batch: one result per request, in order.
 
         An item that is already a :class:`RequestError` (it failed parsing), or fails decoding, stays an error in
-        its slot. The clips of all other requests (one per view) go through the model together, at most
-        ``max_clips_per_forward`` per forward; a request's answer averages its views' probabilities.
+        its slot. The requests' views are prepared as a stream (:meth:`prepare_views`, at most ``decode_workers``
+        requests at once) and go through the model together, ``max_clips_per_forward`` clips per forward as they
+        are ready; only their probabilities are kept. A batch of single-view requests is one forward. A request's
+        answer averages its views' probabilities.
         """
         results: list[Any] = list(requests)  # errors stay in place; requests are replaced by responses
-        slots = [i for i, request in enumerate(requests) if isinstance(request, VideoRequest)]
-        prepared: dict[int, PreparedClip] = {}
-        for i, outcome in zip(slots, self.prepare_all([requests[i] for i in slots]), strict=True):
-            if isinstance(outcome, RequestError):
-                results[i] = outcome
-            else:
-                prepared[i] = outcome
-        if prepared:
+        work = [(i, request) for i, request in enumerate(requests) if isinstance(request, VideoRequest)]
+        views: dict[int, list[PreparedView]] = {i: [] for i, _ in work}
+        probs: dict[int, list[torch.Tensor]] = {i: [] for i, _ in work}
+        pending: list[tuple[int, torch.Tensor]] = []  # (slot, one view's crops), waiting for a forward
+        step = self.options.max_clips_per_forward
+        inference_s = 0.0
+
+        def forward(count: int) -> None:
+            nonlocal inference_s
+            taken, parts, owners = 0, [], []
+            while pending and taken < count:
+                slot, crops = pending[0]
+                room = count - taken
+                if len(crops) > room:  # a view's crops may straddle two forwards
+                    pending[0] = (slot, crops[room:])
+                    crops = crops[:room]
+                else:
+                    pending.pop(0)
+                parts.append(crops)
+                owners.append((slot, len(crops)))
+                taken += len(crops)
+            batch = parts[0] if len(parts) == 1 else torch.cat(parts)
+            parts.clear()  # the batch is a copy: the views' own tensors go before the forward, not after it
             started = time.perf_counter()
-            clips = torch.cat([p.clips for p in prepared.values()])
-            step = self.options.max_clips_per_forward
-            probs = torch.cat([self.probabilities(clips[i : i + step]) for i in range(0, len(clips), step)])
-            inference_ms = (time.perf_counter() - started) * 1000
-            per_request = probs.split([len(p.clips) for p in prepared.values()])
-            for (i, clip), views in zip(prepared.items(), per_request, strict=True):
-                results[i] = self._response(views, requests[i], clip, len(requests), inference_ms)
+            out = self.probabilities(batch)
+            inference_s += time.perf_counter() - started
+            del batch
+            for (slot, _), rows in zip(owners, out.split([n for _, n in owners]), strict=True):
+                if slot in probs:  # a request that failed meanwhile has no slot left
+                    probs[slot].append(rows)
+
+        for slot, outcome in self._stream_views(work):
+            if isinstance(outcome, RequestError):
+                results[slot] = outcome
+                views.pop(slot)
+                probs.pop(slot)
+                pending[:] = [(s, crops) for s, crops in pending if s != slot]
+                continue
+            views[slot].append(outcome)
+            pending.append((slot, outcome.clips))
+            outcome.clips = torch.empty(0)  # the forward holds the clips now (a slice would keep their memory)
+            while sum(len(crops) for _, crops in pending) >= step:
+                forward(step)
+        while pending:
+            forward(step)
+        for slot, prepared in views.items():
+            clip = PreparedClip(
+                clips=torch.empty(0),
+                windows=[view.window for view in prepared],
+                source_frames=prepared[0].source_frames,
+                info=prepared[0].info,
+                rotation=prepared[0].rotation,
+                decode_ms=sum(view.decode_ms for view in prepared),
+                preprocess_ms=sum(view.preprocess_ms for view in prepared),
+            )
+            results[slot] = self._response(
+                torch.cat(probs[slot]), requests[slot], clip, len(requests), inference_s * 1000
+            )
         return results
+
+    def _stream_views(
+        self, work: Sequence[tuple[int, VideoRequest]]
+    ) -> Iterator[tuple[int, PreparedView | RequestError]]:
+        """``(slot, view)`` for every view of every request, as they are prepared (a request's in order), and
+        ``(slot, error)`` once for a request that fails. At most ``decode_workers`` requests are prepared at once,
+        each with its share of the cores as decoder threads, and one prepared view waits to be taken: preparation
+        pauses rather than piling up views."""
+        parallel = min(len(work), self.decode_workers)
+        if parallel <= 1:
+            for slot, request in work:
+                yield from _views_or_error(slot, self.prepare_views(request, 0))
+            return
+        threads = max(1, cpu_count() // parallel)
+        ready: queue.Queue = queue.Queue(maxsize=1)  # one view handed over at a time: producers wait, not pile up
+        stop = threading.Event()
+
+        def produce(slot: int, request: VideoRequest) -> None:
+            try:
+                for item in _views_or_error(slot, self.prepare_views(request, threads)):
+                    while not stop.is_set():
+                        try:
+                            ready.put(item, timeout=0.1)
+                            break
+                        except queue.Full:
+                            continue
+            except BaseException as error:  # an unexpected failure fails the batch, as it would unthreaded
+                ready.put((slot, _Crash(error)))
+            finally:
+                ready.put((slot, _DONE))
+
+        futures = [self._pool.submit(produce, slot, request) for slot, request in work]
+        running = len(futures)
+        try:
+            while running:
+                slot, item = ready.get()
+                if item is _DONE:
+                    running -= 1
+                elif isinstance(item, _Crash):
+                    raise item.error
+                else:
+                    yield slot, item
+        finally:
+            stop.set()
+            for future in futures:
+                future.cancel()
+            while any(not future.done() for future in futures):  # drain, so no producer stays blocked
+                with contextlib.suppress(queue.Empty):
+                    ready.get(timeout=0.05)
 
     def _stride(self, request: VideoRequest) -> float:
         """Seconds between a timeline's windows: the request's, else one clip (windows side by side)."""
@@ -433,6 +682,7 @@ class VideoClassifier:
         return {
             "model": self.spec.name,
             "weights": self.weights,
+            "engine": self.engine,
             "predictions": self._top(views.mean(dim=0), request.top_k),
             **extra,
             "clip": {

@@ -20,7 +20,7 @@ there): a different rounding picks another frame.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -28,12 +28,13 @@ import torch
 from handler.decode import (
     DecodedClip,
     DecodeLimits,
+    FrameReducer,
     IndexedView,
     StreamTiming,
     count_packets,
-    decode_clips,
     decode_indexed_clips,
     decode_pts_clips,
+    iter_clips,
     stream_timing,
     video_duration,
 )
@@ -121,6 +122,7 @@ def sample_clips(
     start_sec: float = 0.0,
     limits: DecodeLimits | None = None,
     threads: int = 0,
+    reduce: FrameReducer | None = None,
 ) -> list[DecodedClip]:
     """The frames of every clip a request needs, by ``clip.recipe``'s sampler.
 
@@ -130,6 +132,7 @@ def sample_clips(
         starts: clips starting at these seconds (a single view, or a timeline's windows).
         spread: instead, this many clips spread over the video by the toolbox's test protocol (from ``start_sec``
             for PyTorchVideo's; the toolboxes' protocols cover the whole video).
+        reduce: what each clip keeps of every frame (:data:`~handler.decode.FrameReducer`; default: the frame).
 
     Returns:
         One :class:`DecodedClip` per clip, ``clip.num_frames`` frames each, in order.
@@ -138,6 +141,27 @@ def sample_clips(
         RequestError: for bad input, a start past the end, or (422) a video the recipe's sampler cannot place
             clips in as its toolbox would.
     """
+    return list(
+        iter_sampled_clips(
+            data, clip, starts=starts, spread=spread, start_sec=start_sec, limits=limits, threads=threads, reduce=reduce
+        )
+    )
+
+
+def iter_sampled_clips(
+    data: bytes,
+    clip: ClipSpec,
+    *,
+    starts: Sequence[float] | None = None,
+    spread: int | None = None,
+    start_sec: float = 0.0,
+    limits: DecodeLimits | None = None,
+    threads: int = 0,
+    reduce: FrameReducer | None = None,
+) -> Iterator[DecodedClip]:
+    """:func:`sample_clips`, one clip at a time: PyTorchVideo's and PySlowFast's samplers decode each clip when it
+    is taken (one window's frames held at once); MMAction2's and PaddleVideo's decode the video once for all
+    clips (by frame index, as decord), holding every clip's frames in their reduced form."""
     if (starts is None) == (spread is None):
         raise ValueError("give either starts or spread")
     sampler = clip.recipe.sampler
@@ -145,7 +169,7 @@ def sample_clips(
         if spread is not None:
             starts = view_starts(video_duration(data), clip.duration_sec, start_sec, spread)
         windows = [(start, start + clip.duration_sec) for start in starts]
-        return decode_clips(data, windows, num_samples=clip.num_frames, limits=limits, threads=threads)
+        return iter_clips(data, windows, num_samples=clip.num_frames, limits=limits, threads=threads, reduce=reduce)
     if spread is not None and start_sec > 0:
         raise bad_request(
             "InvalidOption",
@@ -153,14 +177,15 @@ def sample_clips(
             "tests; start_sec applies to single-clip requests and timelines: send start_sec=0, or views=1xK",
         )
     if sampler == "pts_linspace":
-        return _pyslowfast_clips(data, clip, starts, spread, limits, threads)
+        return _pyslowfast_clips(data, clip, starts, spread, limits, threads, reduce)
     total = count_packets(data, limits)
     if sampler == "frame_interval":
         views, past_end = _mmaction2_views(clip, total, starts, spread), _undecodable_index(total)
     else:
         fps = _fps(stream_timing(data), clip)
         views, past_end = _paddlevideo_views(clip, total, fps, starts, spread), _repeat_last
-    return decode_indexed_clips(data, views, past_end=past_end, limits=limits, threads=threads)
+    clips = decode_indexed_clips(data, views, past_end=past_end, limits=limits, threads=threads, reduce=reduce)
+    return iter(clips)
 
 
 def _mmaction2_views(
@@ -196,7 +221,8 @@ def _pyslowfast_clips(
     spread: int | None,
     limits: DecodeLimits | None,
     threads: int,
-) -> list[DecodedClip]:
+    reduce: FrameReducer | None,
+) -> Iterator[DecodedClip]:
     timing = stream_timing(data)
     fps = _fps(timing, clip)
     if spread is None:
@@ -220,7 +246,7 @@ def _pyslowfast_clips(
     else:
         windows = [pyslowfast_window(timing, clip, k, spread) for k in range(spread)]
         picks = [pyslowfast_pick(clip, fps)] * spread
-    return decode_pts_clips(data, windows, picks, limits=limits, threads=threads)
+    return decode_pts_clips(data, windows, picks, limits=limits, threads=threads, reduce=reduce)
 
 
 def _fps(timing: StreamTiming, clip: ClipSpec) -> float:

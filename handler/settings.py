@@ -13,6 +13,7 @@ Example (written by ``slowfast-serve archive``)::
         max_decode_seconds: 20.0
         max_window_mb: 512
         max_timeline_windows: 120
+        max_request_mb: 1024
       inference:                 # how the model runs (handler.pipeline.InferenceOptions; defaults if absent)
         precision: fp32
         channels_last: true
@@ -21,10 +22,12 @@ Example (written by ``slowfast-serve archive``)::
         warmup: true
         decode_workers: 0
         max_clips_per_forward: 8
-        export: eager            # or torchscript / aoti: the serialized file is then that export (handler.export)
+        export: auto             # or eager / torchscript / aoti / openvino (handler.export)
+      openvino:                  # export: auto only: the OpenVINO fp32 network CPU workers serve
+        file: openvino.ov.zip    # (or `unavailable: <why>` when it failed its check; they then serve eager)
 
-The checkpoint (or, for ``export: torchscript|aoti``, the exported network) is the archive's serialized file
-(``--serialized-file``), found through the manifest.
+The checkpoint (or, for ``export: torchscript|aoti|openvino``, the exported network) is the archive's serialized
+file (``--serialized-file``), found through the manifest.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from typing import Any
 
 from handler.decode import DecodeLimits
 from handler.errors import RequestError
-from handler.pipeline import InferenceOptions
+from handler.pipeline import CpuEngine, InferenceOptions
 from handler.request import DEFAULT_TOP_K, parse_views
 
 
@@ -52,6 +55,7 @@ class HandlerSettings:
         views: default views per request, ``CLIPSxCROPS`` (``handler.request.parse_views``).
         limits: per-request decoding bounds.
         inference: precision, memory format, compilation, warm-up, preparation threads.
+        openvino: for ``export: auto``, the OpenVINO network CPU workers serve, or why there is none.
     """
 
     model: str
@@ -61,6 +65,7 @@ class HandlerSettings:
     views: str = "1x1"
     limits: DecodeLimits = field(default_factory=DecodeLimits)
     inference: InferenceOptions = field(default_factory=InferenceOptions)
+    openvino: CpuEngine | None = None
 
     @classmethod
     def from_archive(
@@ -72,7 +77,7 @@ class HandlerSettings:
             ValueError: naming the missing, unknown or invalid key and what is expected.
         """
         section = dict(section or {})
-        allowed = {"model", "labels", "top_k", "views", "limits", "inference"}
+        allowed = {"model", "labels", "top_k", "views", "limits", "inference", "openvino"}
         unknown = sorted(set(section) - allowed)
         if unknown:
             raise ValueError(f"model-config.yaml handler: unknown key(s) {unknown}; allowed: {sorted(allowed)}")
@@ -97,6 +102,7 @@ class HandlerSettings:
             views=views,
             limits=decode_limits(section.get("limits")),
             inference=inference_options(section.get("inference")),
+            openvino=_cpu_engine(section.get("openvino"), model_dir),
         )
 
     def as_yaml_section(self) -> dict[str, Any]:
@@ -105,7 +111,30 @@ class HandlerSettings:
         values["labels"] = Path(values["labels"]).name
         values["limits"] = asdict(self.limits)
         values["inference"] = asdict(self.inference)
+        if self.openvino is None:
+            values.pop("openvino")
+        elif self.openvino.file is None:
+            values["openvino"] = {"unavailable": self.openvino.unavailable}
+        else:
+            values["openvino"] = {"file": Path(self.openvino.file).name}
         return values
+
+
+def _cpu_engine(section: Any, model_dir: Path) -> CpuEngine | None:
+    """The ``openvino:`` entry: ``{file: NAME}`` or ``{unavailable: WHY}``.
+
+    Raises:
+        ValueError: any other shape.
+    """
+    if section is None:
+        return CpuEngine(file=None, unavailable="the archive carries no OpenVINO network (rebuild it to get one)")
+    if isinstance(section, Mapping) and set(section) == {"file"} and isinstance(section["file"], str):
+        return CpuEngine(file=model_dir / section["file"])
+    if isinstance(section, Mapping) and set(section) == {"unavailable"}:
+        return CpuEngine(file=None, unavailable=str(section["unavailable"]))
+    raise ValueError(
+        f"model-config.yaml handler: openvino must be {{file: NAME}} or {{unavailable: WHY}}, got {section!r}"
+    )
 
 
 def decode_limits(values: Mapping[str, Any] | None) -> DecodeLimits:

@@ -263,6 +263,63 @@ def gather_frames(frames: Sequence[torch.Tensor], plan: ResizeCrop, *, pin_memor
     return out
 
 
+class CropGatherer:
+    """What a clip keeps of each decoded frame (a :data:`handler.decode.FrameReducer`): the recipe's resize where it
+    is not torch's bilinear (:func:`resize_for_recipe`), then the source pixels each of the clip's crops reads
+    (:meth:`ResizeCrop.gather`), so a clip never holds full frames.
+
+    Args:
+        clip: the model's clip spec and recipe.
+        spatial_views: one entry per crop: ``None`` for the recipe's center crop, or a spatial view index (0, 1, 2)
+            of the multi-view protocol.
+    """
+
+    def __init__(self, clip: ClipSpec, spatial_views: Sequence[int | None]) -> None:
+        self.clip = clip
+        self.spatial_views = list(spatial_views)
+        self._plans: dict[tuple[int, ...], list[ResizeCrop]] = {}
+        self._current: list[ResizeCrop] = []  # the plans of the frames gathered last (one request: one size)
+
+    def plans(self, shape: Sequence[int]) -> list[ResizeCrop]:
+        """The crops' plans for (recipe-resized) frames of ``(H, W, 3)`` ``shape``, one per spatial view."""
+        key = tuple(shape)
+        if key not in self._plans:
+            plans = [ResizeCrop.for_frame(key[0], key[1], self.clip, spatial_view=v) for v in self.spatial_views]
+            if len({plan.gathered_shape for plan in plans}) != 1:  # the taps depend on the scale only: never seen
+                raise ValueError(f"crops of {key} frames gather different shapes: {[p.gathered_shape for p in plans]}")
+            self._plans[key] = plans
+        return self._plans[key]
+
+    def __call__(self, frame: torch.Tensor) -> torch.Tensor:
+        """``(H, W, 3)`` uint8 RGB -> ``(K, R, C, 3)`` uint8: the pixels of each of the ``K`` crops."""
+        if self.clip.recipe.resize != "torch_bilinear":
+            frame = _resize_uint8(frame, self.clip.side_size, self.clip.recipe.resize)
+        plans = self._current = self.plans(frame.shape)
+        out = torch.empty((len(plans), *plans[0].gathered_shape), dtype=torch.uint8)
+        for k, plan in enumerate(plans):
+            plan.gather(frame, out=out[k])
+        return out
+
+    def finish_crops(self, frames: Sequence[torch.Tensor], *, device: torch.device) -> torch.Tensor:
+        """Interpolates and normalises one clip's gathered frames on ``device``.
+
+        Args:
+            frames: ``T`` tensors from :meth:`__call__` (a repeated frame may be the same object).
+            device: where the float stage runs (the gathered pixels are copied there, from page-locked memory
+                for a GPU).
+
+        Returns:
+            ``(K, 3, T, S, S)`` float32 on ``device``, normalised as :func:`finish`.
+        """
+        first, plans = frames[0], self._current
+        pinned = device.type == "cuda"
+        stacked = torch.empty((first.shape[0], len(frames), *first.shape[1:]), dtype=torch.uint8, pin_memory=pinned)
+        for t, frame in enumerate(frames):
+            stacked[:, t] = frame
+        crops = [finish(stacked[k].to(device, non_blocking=True), plan, self.clip) for k, plan in enumerate(plans)]
+        return crops[0][None] if len(crops) == 1 else torch.stack(crops)
+
+
 def finish(gathered: torch.Tensor, plan: ResizeCrop, clip: ClipSpec, *, flip: bool = False) -> torch.Tensor:
     """Interpolates and normalises gathered pixels, on their device.
 

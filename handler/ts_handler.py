@@ -19,6 +19,7 @@ try:
 
     from handler.errors import RequestError
     from handler.labels import read_labels
+    from handler.memory import configure_allocator, release_memory
     from handler.models import get_spec
     from handler.pipeline import VideoClassifier, select_device
     from handler.request import Limits, ParsedRow, parse_row, parse_views
@@ -39,6 +40,7 @@ class SlowFastHandler:
 
     def initialize(self, context: Any) -> None:
         """Loads the model named in the archive's ``handler:`` settings onto the assigned device."""
+        configure_allocator()
         properties = context.system_properties
         settings = HandlerSettings.from_archive(
             context.model_yaml_config.get("handler"),
@@ -48,7 +50,13 @@ class SlowFastHandler:
         labels = read_labels(settings.labels)
         device = select_device(properties.get("gpu_id"))
         self.classifier = VideoClassifier.load(
-            get_spec(settings.model), settings.checkpoint, labels, device, settings.limits, settings.inference
+            get_spec(settings.model),
+            settings.checkpoint,
+            labels,
+            device,
+            settings.limits,
+            settings.inference,
+            settings.openvino,
         )
         self.limits = Limits(
             num_classes=len(labels),
@@ -56,11 +64,12 @@ class SlowFastHandler:
             default_views=parse_views(settings.views),
         )
         logger.info(
-            "loaded %s (weights %s, %d classes) on %s, batch size %s, %s, %s",
+            "loaded %s (weights %s, %d classes) on %s, engine %s, batch size %s, %s, %s",
             settings.model,
             self.classifier.weights,
             len(labels),
             device,
+            self.classifier.engine,
             properties.get("batch_size"),
             settings.limits,
             settings.inference,
@@ -70,6 +79,8 @@ class SlowFastHandler:
         """Classifies one TorchServe batch; returns exactly ``len(data)`` JSON-able responses."""
         if self.classifier is None or self.limits is None:
             raise RuntimeError("handle() before initialize(): the worker did not load the model")
+        if context.get_request_header(0, "describe") == "True":  # GET /models/NAME?customized=true
+            return [json.dumps(self.describe())]
         headers = [context.get_all_request_header(idx) or {} for idx in range(len(data))]
         rows: list[ParsedRow | RequestError] = []
         for row, row_headers in zip(data, headers, strict=True):
@@ -103,7 +114,14 @@ class SlowFastHandler:
             else:
                 responses.append(mine[0])
         _record_metrics(context.metrics, outcomes, self.classifier.options.max_clips_per_forward)
+        release_memory()  # what the batch freed goes back to the OS, not to the worker's idle heaps
         return responses
+
+    def describe(self) -> dict[str, Any]:
+        """What the management API's customized description shows (``customizedMetadata``): the model, its
+        weights and the engine this worker runs."""
+        classifier = self.classifier
+        return {"model": classifier.spec.name, "weights": classifier.weights, "engine": classifier.engine}
 
 
 def _is_grpc(headers: dict[str, Any]) -> bool:

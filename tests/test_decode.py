@@ -203,3 +203,19 @@ def test_a_tag_that_is_not_utf8_does_not_make_the_video_unreadable() -> None:
     corrupt = data[:tag] + b"\xcc" + data[tag + 1 :]
     clip = decode_clip(corrupt, start_sec=0.0, end_sec=CLIP_SEC, num_samples=8)
     assert clip.source_frames == 30
+
+
+@pytest.mark.parametrize("options", [{"crf": "0", "g": "300"}, {"crf": "0", "g": "20", "bf": "2"}])
+def test_a_request_decodes_its_windows_once_and_gets_the_same_frames(options: dict[str, str]) -> None:
+    data = encode(indexed_frames(240), fps=30, **{**LOSSLESS, "options": options})
+    # Overlapping (multi-view), adjacent (timeline), after a gap (sought to) and back to the start (decoded again).
+    starts = [0.0, 0.5, 1.0, 1.0 + CLIP_SEC, 6.0, 0.2]
+    windows = [(start, start + CLIP_SEC) for start in starts]
+    together = list(decode_module.iter_clips(data, windows, num_samples=32))
+    alone = [decode_clip(data, start_sec=s, end_sec=e, num_samples=32) for s, e in windows]
+    for one, other in zip(together, alone, strict=True):
+        assert one.source_frames == other.source_frames
+        assert [frame_index(f.numpy()) for f in one.frames] == [frame_index(f.numpy()) for f in other.frames]
+    # Decoding from the key frame before each window would decode the frames before it again and again.
+    assert together[-1].decoded_frames < sum(clip.decoded_frames for clip in alone)
+    assert together[3].decoded_frames <= 30 * (1.0 + 2 * CLIP_SEC) + 2  # the first four windows: one pass

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from handler.decode import DecodeLimits, decode_clip
+from handler.decode import DecodeLimits, decode_clip, probe
 from handler.errors import RequestError
 from handler.settings import decode_limits
 from tests.videos import LOSSLESS, encode, frame_index, indexed_frames, moving_frames
@@ -94,3 +94,32 @@ def test_a_late_window_in_a_long_video_costs_about_what_a_short_video_costs() ->
     short_time, short_frames = best_of_three(short_video, 0.0)
     assert long_frames <= short_frames + 20  # at most one key-frame interval more
     assert long_time < 5 * short_time, f"late window in 10 min: {long_time:.3f} s, short video: {short_time:.3f} s"
+
+
+def test_a_request_over_the_memory_budget_is_refused_before_decoding(monkeypatch: pytest.MonkeyPatch) -> None:
+    import handler.pipeline as pipeline
+    from handler.labels import label_set
+    from handler.models import get_spec
+    from handler.pipeline import InferenceOptions, VideoClassifier, request_memory_mb
+    from handler.request import VideoRequest
+    from slowfast_serve.server.torchserve import REPO
+
+    spec = get_spec("motion_demo")  # 16 frames over 3.2 s: a 1080p window at 30 fps is 97 frames, ~300 MB of YUV
+    options = InferenceOptions(warmup=False, decode_workers=1)
+    classifier = VideoClassifier.load(
+        spec, REPO / spec.bundled_checkpoint, label_set(spec.labels), torch.device("cpu"),
+        DecodeLimits(max_request_mb=200), options,
+    )  # fmt: skip
+    full_hd = encode(np.zeros((3, 1080, 1920, 3), np.uint8), fps=30, options={"preset": "ultrafast"})
+    hd = encode(np.zeros((3, 720, 1280, 3), np.uint8), fps=30, options={"preset": "ultrafast"})
+    info = probe(full_hd)
+    assert request_memory_mb(info, spec.clip, (1, 1), DecodeLimits()) > 200
+    monkeypatch.setattr(pipeline, "iter_sampled_clips", lambda *a, **k: pytest.fail("decoded an over-budget request"))
+    with pytest.raises(RequestError) as error:
+        classifier.prepare(VideoRequest(video=full_hd, top_k=1, start_sec=0.0, views=(2, 3)))
+    assert (error.value.status, error.value.type) == (413, "RequestTooLarge")
+    assert "1920x1080 frames at 30 fps, views 2x3" in error.value.message
+    assert "scale=-2:720" in error.value.message
+    assert "views=2x1" in error.value.message
+    monkeypatch.undo()
+    assert classifier.prepare(VideoRequest(video=hd, top_k=1, start_sec=0.0, views=(2, 3))).clips.shape[0] == 6

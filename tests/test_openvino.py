@@ -15,11 +15,12 @@ from handler.export import OpenVinoRunner, load_exported
 from handler.labels import label_set
 from handler.models import get_spec
 from handler.pipeline import InferenceOptions, VideoClassifier
+from slowfast_serve.client.management import Management, engine_text
 from slowfast_serve.server import export as export_model
 from slowfast_serve.server.archive import BuildRecord, build_archive
 from slowfast_serve.server.export import calibration_clips, export_checkpoint
 from slowfast_serve.server.torchserve import REPO, TorchServe
-from slowfast_serve.training.motion_data import write_dataset
+from slowfast_serve.training.motion_data import make_video, write_dataset
 from tests.serving import post_video, running_torchserve
 
 SPEC = get_spec("motion_demo")
@@ -156,11 +157,16 @@ def test_what_cannot_run_is_refused(exports: dict[str, Path], tmp_path: Path) ->
 
 @pytest.fixture(scope="module")
 def openvino_server(tmp_path_factory: pytest.TempPathFactory, calibration: Path) -> Iterator[TorchServe]:
-    """motion_demo served eager and as OpenVINO fp32, int8 (calibrated) and, on a CPU with bfloat16, bf16 archives
-    by one TorchServe."""
+    """motion_demo served by one TorchServe with the default engine choice (``auto``), forced eager, as OpenVINO
+    fp32, int8 (calibrated) and, on a CPU with bfloat16, bf16 archives; and ``auto`` again, built while the
+    OpenVINO check fails (``demo_refused``)."""
     store = tmp_path_factory.mktemp("openvino-store")
-    variants = {"eager": InferenceOptions(), "ov_fp32": InferenceOptions(export="openvino")}
-    variants["ov_int8"] = InferenceOptions(export="openvino", precision="int8")
+    variants = {
+        "auto": InferenceOptions(),
+        "eager": InferenceOptions(export="eager"),
+        "ov_fp32": InferenceOptions(export="openvino"),
+        "ov_int8": InferenceOptions(export="openvino", precision="int8"),
+    }
     if _bf16_cpu():
         variants["ov_bf16"] = InferenceOptions(export="openvino", precision="bf16")
     mars = [
@@ -174,6 +180,9 @@ def openvino_server(tmp_path_factory: pytest.TempPathFactory, calibration: Path)
         )
         for name, options in variants.items()
     ]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(export_model, "TOLERANCES", {"fp32": 0.0})  # nothing passes: the conversion is refused
+        mars.append(build_archive("motion_demo", CHECKPOINT, name="demo_refused", model_store=store))
     with running_torchserve(mars, tmp_path_factory.mktemp("ts")) as instance:
         yield instance
 
@@ -200,6 +209,33 @@ def test_openvino_archives_serve(openvino_server: TorchServe, evaluation: Path, 
             assert answers[name][0]["label"] == eager[0][0], name
     bad = post_video(openvino_server, "demo_ov_int8", data=b"not a video", headers={"Content-Type": "video/mp4"})
     assert bad.status_code == 400
+
+
+@pytest.mark.integration
+def test_the_default_engine_is_openvino_on_a_cpu_unless_forced_or_refused(openvino_server: TorchServe) -> None:
+    video = make_video("rotating clockwise", EVALUATION_SEED, 3)[0]
+    answers = {}
+    for name in ("auto", "eager", "refused"):
+        response = post_video(openvino_server, f"demo_{name}", files={"data": ("v.mp4", video)}, data={"views": "2x3"})
+        assert response.status_code == 200, response.text
+        answers[name] = response.json()
+    assert answers["auto"]["engine"] == {"name": "openvino", "precision": "fp32", "device": "cpu"}
+    assert answers["eager"]["engine"] == {"name": "eager", "precision": "fp32", "device": "cpu"}
+    assert answers["refused"]["engine"]["name"] == "eager"
+    eager = answers["eager"]["predictions"]
+    for name in ("auto", "refused"):
+        assert [p["label"] for p in answers[name]["predictions"]] == [p["label"] for p in eager]
+        assert [p["score"] for p in answers[name]["predictions"]] == pytest.approx(
+            [p["score"] for p in eager], abs=1e-5
+        )
+    record = BuildRecord.load("demo_refused", openvino_server.model_store)
+    assert record is not None
+    assert "failed its check at archive time" in record.export["unavailable"]
+    log = (openvino_server.log_dir / "model_log.log").read_text()
+    assert "serving eager on the CPU: its OpenVINO conversion failed its check at archive time" in log
+    described = Management(openvino_server.management_url, openvino_server.token("management"))
+    engines = {name: engine_text(described.describe(f"demo_{name}", customized=True)[0]) for name in answers}
+    assert engines == {"auto": "openvino fp32 on cpu", "eager": "eager fp32 on cpu", "refused": "eager fp32 on cpu"}
 
 
 def test_the_export_command_writes_an_openvino_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -64,8 +64,11 @@ class Management:
         """Names of every registered model."""
         return [model["modelName"] for model in self._call("GET", "/models", limit=1000)["models"]]
 
-    def describe(self, model: str) -> list[dict[str, Any]]:
-        """The description of every version of ``model`` (workers, batch size, delay, ...)."""
+    def describe(self, model: str, customized: bool = False) -> list[dict[str, Any]]:
+        """The description of every version of ``model`` (workers, batch size, delay, ...); with ``customized``,
+        a worker's own description too (``customizedMetadata``: the weights and the engine it runs)."""
+        if customized:
+            return self._call("GET", f"/models/{model}", customized="true")
         return self._call("GET", f"/models/{model}")
 
     def scale(self, model: str, min_workers: int, max_workers: int | None = None) -> dict[str, Any]:
@@ -86,7 +89,16 @@ class Management:
 
 def render(console: Console, descriptions: list[dict[str, Any]]) -> None:
     table = Table()
-    for column in ("model", "version", "workers (ready / min / max)", "batch size", "max batch delay (ms)", "on GPU"):
+    columns = (
+        "model",
+        "version",
+        "engine",
+        "workers (ready / min / max)",
+        "batch size",
+        "max batch delay (ms)",
+        "on GPU",
+    )
+    for column in columns:
         table.add_column(column)
     for d in descriptions:
         ready = sum(1 for w in d.get("workers", []) if w.get("status") == "READY")
@@ -94,12 +106,33 @@ def render(console: Console, descriptions: list[dict[str, Any]]) -> None:
         table.add_row(
             d["modelName"],
             str(d.get("modelVersion")),
+            engine_text(d),
             f"{ready} / {d.get('minWorkers')} / {d.get('maxWorkers')}",
             str(d.get("batchSize")),
             str(d.get("maxBatchDelay")),
             ", ".join(sorted(gpus)) or "-",
         )
     console.print(table)
+
+
+def worker_metadata(description: dict[str, Any]) -> dict[str, Any]:
+    """A description's ``customizedMetadata`` (what the handler's ``describe`` returned), as a dict: TorchServe
+    gives it parsed when it is JSON, as text otherwise; ``{}`` without one."""
+    metadata = description.get("customizedMetadata") or {}
+    if isinstance(metadata, str):
+        try:
+            metadata = json.loads(metadata)
+        except ValueError:
+            return {}
+    return metadata if isinstance(metadata, dict) else {}
+
+
+def engine_text(description: dict[str, Any]) -> str:
+    """``openvino fp32 on cpu``: the engine a worker reported in its customized description (``-`` without one)."""
+    engine = worker_metadata(description).get("engine")
+    if not isinstance(engine, dict):
+        return "-"
+    return f"{engine.get('name')} {engine.get('precision')} on {engine.get('device')}"
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -149,7 +182,7 @@ def _show(args: argparse.Namespace, result: Any) -> int:
 def run_models(args: argparse.Namespace) -> int:
     api = _api(args)
     names = [args.model] if args.model else api.names()
-    descriptions = [d for name in names for d in api.describe(name)]
+    descriptions = [d for name in names for d in api.describe(name, customized=True)]
     if args.json:
         print(json.dumps(descriptions))
     else:

@@ -25,7 +25,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,15 +35,15 @@ import yaml
 from handler.checkpoints import archive_checkpoint
 from handler.decode import DecodeLimits
 from handler.errors import RequestError
-from handler.export import SUFFIXES
+from handler.export import AUTO_OPENVINO_FILE, SUFFIXES
 from handler.labels import label_set, read_labels, save_labels
-from handler.models import RANDOM_INIT, REGISTRY, get_spec, save_random_checkpoint
-from handler.pipeline import InferenceOptions, VideoClassifier
+from handler.models import RANDOM_INIT, REGISTRY, ModelSpec, get_spec, save_random_checkpoint
+from handler.pipeline import CpuEngine, InferenceOptions, VideoClassifier
 from handler.request import DEFAULT_TOP_K, parse_views
 from handler.settings import HandlerSettings, decode_limits, inference_options
 from slowfast_serve.cli import UsageError
 from slowfast_serve.server import REPO
-from slowfast_serve.server.export import default_device, export_checkpoint
+from slowfast_serve.server.export import ExportReport, default_device, export_checkpoint
 
 DEFAULT_STORE = REPO / "model_store"
 
@@ -209,9 +209,14 @@ def build_archive(
         # A toolbox's own file is converted once, here: the worker then loads a plain weights_only torch file.
         shipped, conversion = archive_checkpoint(checkpoint, spec, staging)
         serialized, report = shipped, None
-        if inference.export == "eager":
-            checking = InferenceOptions(channels_last=False, warmup=False, decode_workers=1)  # load and check only
+        extra = staging / "extra"  # the archiver copies this directory's *contents* into the archive root
+        extra.mkdir()
+        openvino = None
+        if inference.export in ("auto", "eager"):
+            checking = InferenceOptions(export="eager", channels_last=False, warmup=False, decode_workers=1)  # check
             weights = VideoClassifier.load(spec, shipped, class_names, torch.device("cpu"), options=checking).weights
+            if inference.export == "auto":
+                openvino, report = cpu_engine(spec, shipped, class_names, inference, extra / AUTO_OPENVINO_FILE)
         else:  # the export loads and checks the checkpoint itself: no second load
             serialized = staging / f"{name}{SUFFIXES[inference.export]}"
             device = export_device or (torch.device("cpu") if inference.export == "openvino" else default_device())
@@ -221,7 +226,6 @@ def build_archive(
             weights = report.weights
             print(report.summary(), file=sys.stderr)
 
-        extra = staging / "extra"  # the archiver copies this directory's *contents* into the archive root
         shutil.copytree(REPO / "handler", extra / "handler", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
         settings = HandlerSettings(
             model=model,
@@ -231,6 +235,7 @@ def build_archive(
             views=views,
             limits=limits,
             inference=inference,
+            openvino=openvino,
         )
         save_labels(class_names, settings.labels)
         config = staging / "model-config.yaml"
@@ -253,11 +258,42 @@ def build_archive(
             calibration=calibration_record(calibration, inference),
             inference=asdict(inference),
             version=handler_version(),
-            export={**asdict(report), "path": serialized.name} if report else {},
+            export=_export_record(report, serialized, openvino),
             conversion={**conversion.source, "archived_as": shipped.name} if conversion else {},
         )
     BuildRecord.path_for(name, model_store).write_text(json.dumps(asdict(record), indent=2) + "\n")
     return model_store / f"{name}.mar"
+
+
+def cpu_engine(
+    spec: ModelSpec, checkpoint: Path, labels: Sequence[str], inference: InferenceOptions, output: Path
+) -> tuple[CpuEngine | None, ExportReport | None]:
+    """The OpenVINO fp32 network an ``export=auto`` archive carries for CPU workers, built and checked against
+    eager (:func:`~slowfast_serve.server.export.export_checkpoint`), or, when the conversion fails or disagrees,
+    none and why (the workers then serve eager and log it). Nothing for an archive whose CPU workers serve eager
+    anyway (``precision`` other than fp32, ``compile``)."""
+    if inference.precision != "fp32" or inference.compile:
+        return None, None
+    options = replace(inference, export="openvino")
+    try:
+        report = export_checkpoint(spec, checkpoint, labels, options, torch.device("cpu"), output)
+    except ImportError as e:
+        return CpuEngine(file=None, unavailable=f"OpenVINO is not installed where the archive was built ({e})"), None
+    except (ValueError, RuntimeError) as e:
+        output.unlink(missing_ok=True)
+        print(f"export=auto: {spec.name} is served eager on CPUs too: {e}", file=sys.stderr)
+        return CpuEngine(file=None, unavailable=f"its OpenVINO conversion failed its check at archive time: {e}"), None
+    print(f"export=auto: CPU workers serve {report.summary()}", file=sys.stderr)
+    return CpuEngine(file=output), report
+
+
+def _export_record(report: ExportReport | None, serialized: Path, openvino: CpuEngine | None) -> dict:
+    """The build record's ``export`` entry: the export report, and where the artifact sits in the archive."""
+    if openvino is not None and openvino.file is None:
+        return {"format": "openvino", "unavailable": openvino.unavailable}
+    if report is None:
+        return {}
+    return {**asdict(report), "path": (openvino.file if openvino else serialized).name}
 
 
 def run_archiver(

@@ -116,8 +116,8 @@ def export_checkpoint(
         ValueError: an eager ``options.export``, an export that disagrees with the eager network, int8 without
             calibration videos, or a calibration video that does not decode (its path and the reason).
     """
-    if options.export == "eager":
-        raise ValueError("export=eager has nothing to export: the archive ships the checkpoint")
+    if options.export in ("auto", "eager"):
+        raise ValueError(f"export={options.export} has nothing to export: the archive ships the checkpoint")
     if options.export == "openvino" and device.type != "cpu":
         raise ValueError(f"export=openvino is built and served on the CPU, not {device}: pass --export-device cpu")
     quiet = {"warmup": False, "decode_workers": 1, "precision": "fp32"}  # the check compares float32 to float32
@@ -251,7 +251,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     weights.add_argument("--checkpoint", type=Path, help="official-format checkpoint (.pyth with 'model_state')")
     weights.add_argument("--random-init", action="store_true", help="random weights (tests and benchmarks only)")
     parser.add_argument("--labels", type=Path, help="label file; default: the model's label set")
-    parser.add_argument("--format", required=True, choices=[f for f in EXPORT_FORMATS if f != "eager"])
+    parser.add_argument("--format", required=True, choices=[f for f in EXPORT_FORMATS if f not in ("auto", "eager")])
     parser.add_argument("--output", type=Path, required=True, help="artifact path (.ts.pt / .pt2 / .ov.zip)")
     parser.add_argument(
         "--device", type=torch.device, help=f"where to build and check (default: {default_device()}; openvino: cpu)"
