@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from slowfast_serve.load.videos import moving_texture_video
+
 WORKLOADS = {"720p": (1280, 720), "1080p": (1920, 1080), "256p": (456, 256)}
 
 
@@ -39,22 +41,8 @@ def make_workload(directory: Path, name: str, seconds: float = 10.0, *, require_
 
 
 def _pyav_workload(directory: Path, name: str, seconds: float) -> Path:
-    import av
-    import numpy as np
-
     width, height = WORKLOADS[name]
-    path = directory / f"{name}-pyav.mp4"
-    rng = np.random.default_rng(0)
-    texture = rng.integers(0, 256, size=(height, width * 2, 3), dtype=np.uint8)  # detail that moves, like testsrc2
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=30)
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        for i in range(round(seconds * 30)):
-            shift = (i * 8) % width
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(texture[:, shift : shift + width]), format="rgb24")
-            container.mux(stream.encode(frame))
-        container.mux(stream.encode())
-    return path
+    return moving_texture_video(directory / f"{name}-pyav.mp4", width, height, seconds)
 
 
 def _cpu_model() -> str | None:

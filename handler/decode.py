@@ -29,6 +29,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import Any
 
 import av
 import numpy as np
@@ -220,18 +221,9 @@ def decode_clip(
     return clip
 
 
-def decode_clips(
-    data: bytes,
-    windows: Sequence[tuple[float, float]],
-    *,
-    num_samples: int,
-    limits: DecodeLimits | None = None,
-    threads: int = 0,
-    reduce: FrameReducer | None = None,
-) -> list[DecodedClip]:
-    """:func:`decode_clip` of several ``(start_sec, end_sec)`` windows of one video, in order; the limits count
-    the work of all of them together (one request)."""
-    return list(iter_clips(data, windows, num_samples=num_samples, limits=limits, threads=threads, reduce=reduce))
+def decode_clips(data: bytes, windows: Sequence[tuple[float, float]], **options: Any) -> list[DecodedClip]:
+    """:func:`iter_clips`, every clip at once (same arguments)."""
+    return list(iter_clips(data, windows, **options))
 
 
 def iter_clips(
@@ -243,8 +235,11 @@ def iter_clips(
     threads: int = 0,
     reduce: FrameReducer | None = None,
 ) -> Iterator[DecodedClip]:
-    """:func:`decode_clips`, one clip at a time: a window is decoded only when the previous clip has been taken,
-    so a request of many windows holds one window's frames at once."""
+    """:func:`decode_clip` of several ``(start_sec, end_sec)`` windows of one video (in order of their starts for
+    the best speed), one clip at a time: a window is decoded only when the previous clip has been taken, so a
+    request of many windows holds one window's frames at once, and windows that overlap or touch are decoded once
+    (:class:`_Cursor`). The limits count the work of all of them together (one request; the time a clip spends
+    with the caller does not count)."""
     budget = _Budget(limits or DecodeLimits(), threads)
     cursor = _Cursor(data, budget)
     try:

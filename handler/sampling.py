@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -113,39 +114,9 @@ def pyslowfast_pick(clip: ClipSpec, fps: float, k: int = 0, clips: int = 1) -> C
     return pick
 
 
-def sample_clips(
-    data: bytes,
-    clip: ClipSpec,
-    *,
-    starts: Sequence[float] | None = None,
-    spread: int | None = None,
-    start_sec: float = 0.0,
-    limits: DecodeLimits | None = None,
-    threads: int = 0,
-    reduce: FrameReducer | None = None,
-) -> list[DecodedClip]:
-    """The frames of every clip a request needs, by ``clip.recipe``'s sampler.
-
-    Args:
-        data: the encoded video.
-        clip: the model's clip spec and recipe.
-        starts: clips starting at these seconds (a single view, or a timeline's windows).
-        spread: instead, this many clips spread over the video by the toolbox's test protocol (from ``start_sec``
-            for PyTorchVideo's; the toolboxes' protocols cover the whole video).
-        reduce: what each clip keeps of every frame (:data:`~handler.decode.FrameReducer`; default: the frame).
-
-    Returns:
-        One :class:`DecodedClip` per clip, ``clip.num_frames`` frames each, in order.
-
-    Raises:
-        RequestError: for bad input, a start past the end, or (422) a video the recipe's sampler cannot place
-            clips in as its toolbox would.
-    """
-    return list(
-        iter_sampled_clips(
-            data, clip, starts=starts, spread=spread, start_sec=start_sec, limits=limits, threads=threads, reduce=reduce
-        )
-    )
+def sample_clips(data: bytes, clip: ClipSpec, **options: Any) -> list[DecodedClip]:
+    """:func:`iter_sampled_clips`, every clip at once (same arguments)."""
+    return list(iter_sampled_clips(data, clip, **options))
 
 
 def iter_sampled_clips(
@@ -159,9 +130,26 @@ def iter_sampled_clips(
     threads: int = 0,
     reduce: FrameReducer | None = None,
 ) -> Iterator[DecodedClip]:
-    """:func:`sample_clips`, one clip at a time: PyTorchVideo's and PySlowFast's samplers decode each clip when it
-    is taken (one window's frames held at once); MMAction2's and PaddleVideo's decode the video once for all
-    clips (by frame index, as decord), holding every clip's frames in their reduced form."""
+    """The frames of every clip a request needs, by ``clip.recipe``'s sampler, one clip at a time: PyTorchVideo's
+    and PySlowFast's samplers decode each clip when it is taken (one window's frames held at once); MMAction2's
+    and PaddleVideo's decode the video once for all clips (by frame index, as decord), holding every clip's frames
+    in their reduced form.
+
+    Args:
+        data: the encoded video.
+        clip: the model's clip spec and recipe.
+        starts: clips starting at these seconds (a single view, or a timeline's windows).
+        spread: instead, this many clips spread over the video by the toolbox's test protocol (from ``start_sec``
+            for PyTorchVideo's; the toolboxes' protocols cover the whole video).
+        reduce: what each clip keeps of every frame (:data:`~handler.decode.FrameReducer`; default: the frame).
+
+    Yields:
+        One :class:`DecodedClip` per clip, ``clip.num_frames`` frames each, in order.
+
+    Raises:
+        RequestError: for bad input, a start past the end, or (422) a video the recipe's sampler cannot place
+            clips in as its toolbox would.
+    """
     if (starts is None) == (spread is None):
         raise ValueError("give either starts or spread")
     sampler = clip.recipe.sampler

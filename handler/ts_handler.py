@@ -79,9 +79,9 @@ class SlowFastHandler:
         """Classifies one TorchServe batch; returns exactly ``len(data)`` JSON-able responses."""
         if self.classifier is None or self.limits is None:
             raise RuntimeError("handle() before initialize(): the worker did not load the model")
-        if context.get_request_header(0, "describe") == "True":  # GET /models/NAME?customized=true
-            return [json.dumps(self.describe())]
         headers = [context.get_all_request_header(idx) or {} for idx in range(len(data))]
+        if headers and headers[0].get("describe") == "True":  # GET /models/NAME?customized=true
+            return [json.dumps(self.describe())]
         rows: list[ParsedRow | RequestError] = []
         for row, row_headers in zip(data, headers, strict=True):
             try:

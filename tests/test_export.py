@@ -120,7 +120,7 @@ def test_export_options_that_cannot_work_are_refused() -> None:
         InferenceOptions(export="torchscript", compile=True)
     with pytest.raises(ValueError, match="export=aoti runs in fp32"):
         InferenceOptions(export="aoti", precision="bf16")
-    with pytest.raises(ValueError, match="export must be one of eager, torchscript, aoti"):
+    with pytest.raises(ValueError, match="export must be one of auto, eager, torchscript, aoti"):
         InferenceOptions(export="onnx")  # type: ignore[arg-type]
 
 

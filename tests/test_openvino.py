@@ -15,7 +15,8 @@ from handler.export import OpenVinoRunner, load_exported
 from handler.labels import label_set
 from handler.models import get_spec
 from handler.pipeline import InferenceOptions, VideoClassifier
-from slowfast_serve.client.management import Management, engine_text
+from slowfast_serve.client.inference import engine_text
+from slowfast_serve.client.management import Management, worker_metadata
 from slowfast_serve.server import export as export_model
 from slowfast_serve.server.archive import BuildRecord, build_archive
 from slowfast_serve.server.export import calibration_clips, export_checkpoint
@@ -234,7 +235,10 @@ def test_the_default_engine_is_openvino_on_a_cpu_unless_forced_or_refused(openvi
     log = (openvino_server.log_dir / "model_log.log").read_text()
     assert "serving eager on the CPU: its OpenVINO conversion failed its check at archive time" in log
     described = Management(openvino_server.management_url, openvino_server.token("management"))
-    engines = {name: engine_text(described.describe(f"demo_{name}", customized=True)[0]) for name in answers}
+    engines = {
+        name: engine_text(worker_metadata(described.describe(f"demo_{name}", customized=True)[0]).get("engine"))
+        for name in answers
+    }
     assert engines == {"auto": "openvino fp32 on cpu", "eager": "eager fp32 on cpu", "refused": "eager fp32 on cpu"}
 
 

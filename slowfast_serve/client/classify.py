@@ -24,7 +24,7 @@ from rich.table import Table
 
 from slowfast_serve.client import folders
 from slowfast_serve.client.errors import ServiceUnreachableError
-from slowfast_serve.client.inference import Client
+from slowfast_serve.client.inference import Client, engine_text
 from slowfast_serve.client.keys import find_key_file
 from slowfast_serve.client.options import add_service_arguments, token_from_args
 
@@ -99,6 +99,7 @@ def render(console: Console, video: Path, body: dict) -> None:
         console.print("[yellow]weights: random-init: these predictions are meaningless[/yellow]")
     else:
         console.print(f"weights: {body.get('weights')}", style="dim")
+    console.print(f"engine: {engine_text(body.get('engine'))}", style="dim")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

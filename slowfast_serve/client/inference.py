@@ -83,6 +83,7 @@ class Classification:
     Attributes:
         model: the served model's registry name.
         weights: the checkpoint's file name and hash, or ``"random-init"`` (meaningless predictions).
+        engine: what ran the forward (``name``, ``precision``, ``device``), as the service reported it.
         predictions: the top classes, best first.
         clip: the first clip's window (``start_sec``, ``end_sec``, ``frames``, ``source_frames``).
         views: the clips and crops averaged.
@@ -93,6 +94,7 @@ class Classification:
 
     model: str
     weights: str
+    engine: dict[str, str]
     predictions: tuple[Prediction, ...]
     clip: dict[str, Any]
     views: dict[str, Any]
@@ -110,6 +112,7 @@ class Classification:
         return cls(
             model=str(body.get("model", "")),
             weights=str(body.get("weights", "")),
+            engine=dict(body.get("engine", {})),
             predictions=tuple(map(Prediction.from_json, body["predictions"])),
             clip=dict(body.get("clip", {})),
             views=dict(body.get("views", {})),
@@ -117,6 +120,13 @@ class Classification:
             timeline=Timeline.from_json(body["timeline"]) if "timeline" in body else None,
             body=body,
         )
+
+
+def engine_text(engine: Any) -> str:
+    """``openvino fp32 on cpu``: an ``engine`` object of a response or a worker description (``-`` without one)."""
+    if not isinstance(engine, dict) or "name" not in engine:
+        return "-"
+    return f"{engine['name']} {engine.get('precision', '?')} on {engine.get('device', '?')}"
 
 
 class Client:

@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from slowfast_serve.client.errors import ServiceError, ServiceUnreachableError
+from slowfast_serve.client.inference import engine_text
 from slowfast_serve.client.keys import find_key_file, read_token
 from slowfast_serve.client.options import KEY_FILE_HELP
 
@@ -89,16 +90,8 @@ class Management:
 
 def render(console: Console, descriptions: list[dict[str, Any]]) -> None:
     table = Table()
-    columns = (
-        "model",
-        "version",
-        "engine",
-        "workers (ready / min / max)",
-        "batch size",
-        "max batch delay (ms)",
-        "on GPU",
-    )
-    for column in columns:
+    table.add_column("model", no_wrap=True)  # the name a user types: never folded
+    for column in ("version", "engine", "workers ready / min / max", "batch size", "batch delay (ms)", "on GPU"):
         table.add_column(column)
     for d in descriptions:
         ready = sum(1 for w in d.get("workers", []) if w.get("status") == "READY")
@@ -106,7 +99,7 @@ def render(console: Console, descriptions: list[dict[str, Any]]) -> None:
         table.add_row(
             d["modelName"],
             str(d.get("modelVersion")),
-            engine_text(d),
+            engine_text(worker_metadata(d).get("engine")),
             f"{ready} / {d.get('minWorkers')} / {d.get('maxWorkers')}",
             str(d.get("batchSize")),
             str(d.get("maxBatchDelay")),
@@ -125,14 +118,6 @@ def worker_metadata(description: dict[str, Any]) -> dict[str, Any]:
         except ValueError:
             return {}
     return metadata if isinstance(metadata, dict) else {}
-
-
-def engine_text(description: dict[str, Any]) -> str:
-    """``openvino fp32 on cpu``: the engine a worker reported in its customized description (``-`` without one)."""
-    engine = worker_metadata(description).get("engine")
-    if not isinstance(engine, dict):
-        return "-"
-    return f"{engine.get('name')} {engine.get('precision')} on {engine.get('device')}"
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

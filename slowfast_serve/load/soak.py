@@ -17,6 +17,7 @@ import platform
 import shlex
 import statistics
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ from slowfast_serve.cli import UsageError
 from slowfast_serve.client.inference import DEFAULT_URL
 from slowfast_serve.client.keys import find_key_file, read_token
 from slowfast_serve.client.options import KEY_FILE_HELP
+from slowfast_serve.load.videos import moving_texture_video
 from slowfast_serve.training.motion_data import ENCODINGS, MOTION_CLASSES, make_video
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
@@ -44,6 +46,7 @@ class Results:
 
     latencies_ms: list[float] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    answered: dict[str, int] = field(default_factory=dict)  # 200s per kind of request
     rss_samples: list[tuple[float, float]] = field(default_factory=list)  # (seconds since start, MB)
 
 
@@ -72,20 +75,50 @@ def rss_mb(pids: list[int]) -> float:
     return total / 2**20
 
 
-def client(url: str, token: str, videos: list[bytes], offset: int, deadline: float, results: Results) -> None:
+#: The requests of a ``--mixed`` run: each client cycles through these on every video in turn.
+MIXED_REQUESTS = {"1x1": {}, "10x3": {"views": "10x3"}, "timeline": {"mode": "timeline"}}
+#: The videos of a ``--mixed`` run: 10 s of moving texture at 30 fps in these sizes.
+MIXED_SIZES = {"256p": (456, 256), "720p": (1280, 720), "1080p": (1920, 1080)}
+
+
+@dataclass(frozen=True)
+class Work:
+    """One kind of request a client sends: a video, the form fields, and a name for the report."""
+
+    name: str
+    video: bytes
+    fields: dict[str, str] = field(default_factory=dict)
+
+
+def mixed_work(directory: Path) -> list[Work]:
+    """Every request of :data:`MIXED_REQUESTS` on every video of :data:`MIXED_SIZES` (written to ``directory``)."""
+    videos = {
+        size: moving_texture_video(directory / f"{size}.mp4", width, height).read_bytes()
+        for size, (width, height) in MIXED_SIZES.items()
+    }
+    return [
+        Work(f"{size} {kind}", video, fields)
+        for kind, fields in MIXED_REQUESTS.items()
+        for size, video in videos.items()
+    ]
+
+
+def client(url: str, token: str, work: list[Work], offset: int, deadline: float, results: Results) -> None:
     i = offset
     with requests.Session() as session:
         session.headers["Authorization"] = f"Bearer {token}"
         while time.monotonic() < deadline:
+            item = work[i % len(work)]
             started = time.perf_counter()
             try:
-                response = session.post(url, files={"data": ("clip", videos[i % len(videos)])}, timeout=300)
+                response = session.post(url, files={"data": ("clip", item.video)}, data=item.fields, timeout=900)
                 if response.status_code == 200:
                     results.latencies_ms.append((time.perf_counter() - started) * 1000)
+                    results.answered[item.name] = results.answered.get(item.name, 0) + 1
                 else:
-                    results.errors.append(f"HTTP {response.status_code}: {response.text[:200]}")
+                    results.errors.append(f"{item.name}: HTTP {response.status_code}: {response.text[:200]}")
             except requests.RequestException as e:
-                results.errors.append(f"{type(e).__name__}: {e}")
+                results.errors.append(f"{item.name}: {type(e).__name__}: {e}")
             i += 1
 
 
@@ -110,7 +143,9 @@ def summarize(results: Results, args: argparse.Namespace, seconds: float) -> dic
         "concurrency": args.concurrency,
         "requests_ok": len(latencies),
         "errors": len(results.errors),
+        "server_errors": sum(" HTTP 5" in error for error in results.errors),
         "first_errors": results.errors[:5],
+        "answered": dict(sorted(results.answered.items())),
         "throughput_rps": round(len(latencies) / seconds, 2),
         "latency_ms": {
             "p50": round(percentile(0.50), 1),
@@ -145,7 +180,8 @@ Machine: {summary["machine"]}; {", ".join(f"{k} {v}" for k, v in summary["versio
 | duration | {summary["minutes"]} min |
 | concurrent clients | {summary["concurrency"]} |
 | requests answered 200 | {summary["requests_ok"]} ({summary["throughput_rps"]} / s) |
-| errors | {summary["errors"]} |
+| errors (of which 5xx) | {summary["errors"]} ({summary["server_errors"]}) |
+| answered per request kind | {", ".join(f"{k}: {n}" for k, n in summary["answered"].items())} |
 | latency p50 / p99 / max | {latency["p50"]} / {latency["p99"]} / {latency["max"]} ms |
 | worker RSS, median of first / last fifth | {rss["first_fifth_median"]} / {rss["last_fifth_median"]} MB ({growth}) |
 | worker RSS max | {rss["max"]} MB |
@@ -166,6 +202,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--minutes", type=float, default=5.0)
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--videos", type=int, default=16, help="distinct videos to cycle through")
+    parser.add_argument(
+        "--mixed",
+        action="store_true",
+        help="instead of the motion videos: 1x1, 10x3 and timeline requests on 10 s videos at 256p, 720p and 1080p",
+    )
     parser.add_argument("--sample-sec", type=float, default=5.0, help="RSS sampling period")
     parser.add_argument("--max-rss-growth-mb", type=float, default=100.0)
     parser.add_argument("--report", type=Path, help="write a markdown report here (and JSON beside it)")
@@ -179,9 +220,13 @@ def run(args: argparse.Namespace) -> int:
     if key_file is None:
         raise UsageError("no key_file.json found; start TorchServe with `make serve` or pass --key-file")
     console = Console(stderr=True)
-    videos = soak_videos(args.videos)
+    if args.mixed:
+        with tempfile.TemporaryDirectory() as directory:
+            work = mixed_work(Path(directory))
+    else:
+        work = [Work(f"motion {i}", video) for i, video in enumerate(soak_videos(args.videos))]
     pids = worker_pids(args.management_url, args.model, read_token(key_file, "management"))
-    console.print(f"{len(videos)} videos, workers {pids}, {args.concurrency} clients for {args.minutes} min ...")
+    console.print(f"{len(work)} kinds of request, workers {pids}, {args.concurrency} clients for {args.minutes} min")
 
     results = Results()
     started = time.monotonic()
@@ -190,7 +235,7 @@ def run(args: argparse.Namespace) -> int:
     token = read_token(key_file)
     threads = [threading.Thread(target=sampler, args=(pids, started, deadline, args.sample_sec, results))]
     threads += [
-        threading.Thread(target=client, args=(url, token, videos, i * 3, deadline, results))
+        threading.Thread(target=client, args=(url, token, work, i * 3, deadline, results))
         for i in range(args.concurrency)
     ]
     for thread in threads:

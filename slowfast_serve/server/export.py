@@ -4,7 +4,8 @@ against eager.
 ``slowfast-serve archive --inference export=torchscript|aoti|openvino`` calls this before packaging; run alone,
 it writes the artifact and prints the check. The check runs the eager network and the loaded export on the same
 random clips at batch sizes 1, 2, 3 and the largest the export takes (a batch size baked into the graph, or a
-kernel wrong at one size, shows) and fails when their outputs disagree beyond float rounding; an OpenVINO export
+kernel wrong at one size, shows; OpenVINO runs at most 2 clips per inference, so 1, 2 and 3 are all it
+runs) and fails when their outputs disagree beyond float rounding; an OpenVINO export
 in bf16 or int8 is held to the bound of its precision instead (:data:`TOLERANCES`). An int8 export is
 quantized with clips of the calibration videos, decoded and preprocessed exactly as the service will, and checked
 on those clips: random clips lie outside the ranges it was calibrated for, which is not what it will serve.
@@ -23,7 +24,7 @@ from pathlib import Path
 import torch
 
 from handler.errors import RequestError
-from handler.export import EXPORT_FORMATS, ExportMetadata, as_pathways, export_network
+from handler.export import EXPORT_FORMATS, OPENVINO_CLIPS_PER_INFER, ExportMetadata, as_pathways, export_network
 from handler.labels import label_set, read_labels
 from handler.models import REGISTRY, ModelSpec, get_spec, save_random_checkpoint
 from handler.pipeline import InferenceOptions, VideoClassifier
@@ -145,7 +146,10 @@ def export_checkpoint(
     # An OpenVINO export computes in its own precision (part of the artifact); the others are checked in fp32.
     served = {**quiet, "precision": metadata.precision} if options.export == "openvino" else quiet
     exported = VideoClassifier.load(spec, output, labels, device, options=replace(options, **served))
-    batches = sorted({1, 2, 3, options.max_clips_per_forward} & set(range(1, options.max_clips_per_forward + 1)))
+    # OpenVINO runs at most OPENVINO_CLIPS_PER_INFER clips per inference: 1, 2 and 3 (sliced 2 + 1) are every
+    # shape it ever runs; the other exports take up to max_clips_per_forward at once.
+    largest = OPENVINO_CLIPS_PER_INFER + 1 if options.export == "openvino" else options.max_clips_per_forward
+    batches = sorted({1, 2, 3, largest} & set(range(1, options.max_clips_per_forward + 1)))
     report = ExportReport(
         path=str(output),
         format=options.export,
