@@ -81,8 +81,10 @@ def test_archive_is_rebuilt_only_when_its_inputs_change(
     checkpoint.write_bytes(random_checkpoint("slow_r50").read_bytes())
     store = tmp_path / "store"
 
+    eager = InferenceOptions(export="eager")  # the rebuild rules, not the engine: no OpenVINO conversion each time
+
     def ensure() -> Path:
-        return serve.ensure_archive("slow_r50", checkpoint, None, "slow_r50", store, random_init=False)
+        return serve.ensure_archive("slow_r50", checkpoint, None, "slow_r50", store, random_init=False, inference=eager)
 
     archive = ensure()
     built_at = archive.stat().st_mtime_ns
@@ -101,7 +103,9 @@ def test_archive_is_rebuilt_only_when_its_inputs_change(
     monkeypatch.undo()
     rebuilt_at = archive.stat().st_mtime_ns
     limits = parse_limits(["max_decode_seconds=7.5", "max_window_mb=64"])
-    serve.ensure_archive("slow_r50", checkpoint, None, "slow_r50", store, random_init=False, limits=limits)
+    serve.ensure_archive(
+        "slow_r50", checkpoint, None, "slow_r50", store, random_init=False, limits=limits, inference=eager
+    )
     assert archive.stat().st_mtime_ns != rebuilt_at  # other limits: rebuilt, and they reach model-config.yaml
     with zipfile.ZipFile(archive) as mar:
         config = yaml.safe_load(mar.read("model-config.yaml"))

@@ -24,7 +24,7 @@ def test_a_short_soak_run_reports_no_errors_and_flat_memory(demo_server: TorchSe
     assert summary["requests_ok"] > 0
     assert summary["latency_ms"]["p50"] <= summary["latency_ms"]["p99"]
     assert len(summary["rss_samples"]) >= 5
-    assert "| errors | 0 |" in report.read_text()
+    assert "| errors (of which 5xx) | 0 (0) |" in report.read_text()
 
 
 def test_only_loopback_is_driven(capsys: pytest.CaptureFixture[str]) -> None:
