@@ -64,7 +64,7 @@ def exports(tmp_path_factory: pytest.TempPathFactory, calibration: Path) -> dict
         options = InferenceOptions(export="openvino", precision=precision, max_clips_per_forward=4)
         output = directory / f"motion_demo-{precision}.ov.zip"
         report = export_checkpoint(SPEC, CHECKPOINT, LABELS, options, CPU, output, [calibration])
-        assert report.batches == [1, 2, 3, 4]
+        assert report.batches == [1, 2, 3]  # OpenVINO runs at most 2 clips per inference: 3 is sliced 2 + 1
         assert report.precision == precision
         if precision == "fp32":
             assert report.max_rel_diff <= 1e-5, report.summary()  # the parity precision: float rounding only
