@@ -18,7 +18,6 @@ Example:
 from __future__ import annotations
 
 import argparse
-import contextlib
 import shlex
 import shutil
 import sys
@@ -30,12 +29,12 @@ from dataclasses import asdict
 from importlib import metadata
 from pathlib import Path
 
-import psutil
 import requests
 
 from bench.workloads import WORKLOADS, describe, machine, make_workload, publish
 from handler.models import get_spec, save_random_checkpoint
 from slowfast_serve.client.management import worker_metadata
+from slowfast_serve.load.soak import rss_mb, worker_pids
 from slowfast_serve.server.archive import ServingConfig, build_archive, parse_inference
 from slowfast_serve.server.torchserve import TorchServe, free_port_overrides
 
@@ -44,17 +43,12 @@ VERSIONS = ("torch", "av", "torchserve", "openvino")
 
 def worker_rss_mb(pid: int) -> float:
     """Resident memory of the worker process ``pid`` in MiB (0 once it is gone)."""
-    with contextlib.suppress(psutil.Error):
-        return psutil.Process(pid).memory_info().rss / 2**20
-    return 0.0
+    return rss_mb([pid])
 
 
 def worker_pid(server: TorchServe, model: str) -> int:
     """The pid of ``model``'s (one) worker, from the management API."""
-    headers = {"Authorization": f"Bearer {server.token('management')}"}
-    response = requests.get(f"{server.management_url}/models/{model}", headers=headers, timeout=30)
-    response.raise_for_status()
-    return int(response.json()[0]["workers"][0]["pid"])
+    return worker_pids(server.management_url, model, server.token("management"))[0]
 
 
 def burst(server: TorchServe, model: str, video: bytes, views: str, concurrency: int) -> dict:
