@@ -23,7 +23,7 @@ RUN apt-get update \
 
 WORKDIR /opt/slowfast-serve
 # install.sh installs the pinned stack and then this project's package (editable, from these files).
-COPY requirements.txt pyproject.toml config.properties ./
+COPY requirements.txt requirements-java.txt pyproject.toml config.properties ./
 COPY scripts/install.sh scripts/
 COPY handler handler
 COPY slowfast_serve slowfast_serve

