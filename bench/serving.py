@@ -17,6 +17,12 @@ Starts one TorchServe on free loopback ports serving both, then for every worklo
 - mean queue time from TorchServe's own ``ts_queue_latency_microseconds`` counter (Prometheus endpoint);
 - ours / baseline ratios.
 
+With ``--toolbox-model mmaction2_slowfast_r50_8x8`` it also serves that model (ours, from a random-init checkpoint
+that MMAction2's own code writes in its own format) and times MMAction2's own test pipeline on the same upload:
+``mmaction.apis.inference_recognizer`` in-process, model built once, one view, decoding with PyAV and with the
+config's own decord (``tests/toolboxes/mmaction2_runner.py speed``, in the reference environment
+``.venv-ref/mmaction2`` that ``scripts/install.sh --dev`` builds); the report adds the ours / MMAction2 ratios.
+
 Writes ``--report`` (Markdown) and a JSON beside it. Loopback only.
 
 Example:
@@ -45,14 +51,43 @@ from prometheus_client.parser import text_string_to_metric_families
 from bench.workloads import WORKLOADS, describe, machine, make_workload, publish
 from handler.labels import label_set
 from handler.models import get_spec, save_random_checkpoint
+from handler.pipeline import InferenceOptions
 from slowfast_serve.server import REPO
 from slowfast_serve.server.archive import ServingConfig, build_archive, parse_inference, run_archiver
 from slowfast_serve.server.torchserve import TorchServe, free_port_overrides
 from slowfast_serve.training.motion_data import write_dataset
+from tests.toolboxes.reference import CONFIGS, ToolboxReferenceError, run_reference
 
 VERSIONS = ("torch", "torchvision", "av", "pytorchvideo", "torchserve", "openvino", "nncf")
 MODEL = "slowfast_r50"  # the tutorial's model; the baseline handler is written for it
 STAGES = ("decode", "preprocess", "inference")
+TOOLBOX_TIMEOUT_S = 1800
+#: MMAction2's decoders timed: PyAV (PyAVInit/PyAVDecode: the comparison the targets name) and decord (the
+#: Kinetics configs' own DecordInit/DecordDecode).
+DECODERS = ("pyav", "decord")
+
+
+def toolbox_checkpoint(model: str, directory: Path) -> Path:
+    """A random-init checkpoint of the toolbox ``model`` written by the toolbox's own code, in its own format."""
+    path = directory / f"{model}-random-init.pth"
+    run_reference("mmaction2", "checkpoint", {"config": model, "seed": 0, "out": path}, TOOLBOX_TIMEOUT_S)
+    return path
+
+
+def toolbox_speed(model: str, checkpoint: Path, video: Path, requests: int, decoder: str) -> dict:
+    """MMAction2's own inference call on ``video``, in-process in its reference environment: clips/s."""
+    args = {"config": model, "checkpoint": checkpoint, "video": video, "requests": requests, "decoder": decoder}
+    result = run_reference("mmaction2", "speed", args, TOOLBOX_TIMEOUT_S)
+    latencies = sorted(seconds * 1000 for seconds in result["seconds"])
+    percentiles = statistics.quantiles(latencies, n=100, method="inclusive")
+    return {
+        "requests": requests,
+        "concurrency": 1,
+        "clips_per_s": round(result["clips_per_s"], 3),
+        "latency_ms": {"p50": percentiles[49], "p95": percentiles[94], "p99": percentiles[98]},
+        "call": result["call"],
+        "decoder": decoder,
+    }
 
 
 def build_baseline(checkpoint: Path, store: Path, staging: Path) -> Path:
@@ -155,20 +190,26 @@ def run(args: argparse.Namespace) -> dict:
         variants = {name: options for name, options in variants.items() if name in archives}
         models = ["baseline", *variants]
         archives["baseline"] = "baseline"
+        toolbox = toolbox_archive(args.toolbox_model, store, staging, serving, inference) if args.toolbox_model else {}
+        if "archive" in toolbox:
+            archives[f"ours {args.toolbox_model}"] = toolbox["archive"]
         server = TorchServe(staging / "run", store)
-        server.start({archives[model]: f"{archives[model]}.mar" for model in models}, overrides=free_port_overrides())
+        server.start({archive: f"{archive}.mar" for archive in archives.values()}, overrides=free_port_overrides())
         rows = []
         try:
-            for model in models:
-                server.wait_ready(archives[model], timeout=300)
+            for archive in archives.values():
+                server.wait_ready(archive, timeout=300)
             for name in args.workloads:
-                video = make_workload(staging, name, require_ffmpeg=not args.pyav_if_no_ffmpeg).read_bytes()
+                path = make_workload(staging, name, require_ffmpeg=not args.pyav_if_no_ffmpeg)
+                video = path.read_bytes()
                 row = {"workload": describe(name), "models": {}}
                 for model in models:
                     row["models"][model] = drive(server, archives[model], video, args.requests, args.concurrency)
                     print(f"{name} {model}: {row['models'][model]['clips_per_s']:.3f} clips/s", flush=True)
                 baseline = row["models"]["baseline"]["clips_per_s"]
                 row["throughput_ratio"] = {v: round(row["models"][v]["clips_per_s"] / baseline, 2) for v in variants}
+                if "archive" in toolbox and name in args.toolbox_workloads:
+                    row["toolbox"] = compare_toolbox(server, toolbox, args, path)
                 rows.append(row)
         finally:
             server.stop()
@@ -183,8 +224,57 @@ def run(args: argparse.Namespace) -> dict:
         "inference": {name: asdict(options) for name, options in variants.items()},
         "not_built": not_built,
         "baseline": "bench/baseline_handler.py, batch size 1, 1 worker",
+        "toolbox": {k: v for k, v in toolbox.items() if k != "checkpoint"},
         "results": rows,
     }
+
+
+def toolbox_archive(
+    model: str, store: Path, staging: Path, serving: ServingConfig, inference: InferenceOptions
+) -> dict:
+    """Ours for the toolbox ``model``, archived from the toolbox's own checkpoint file with ours' options; or why
+    it could not be (no reference environment)."""
+    try:
+        checkpoint = toolbox_checkpoint(model, staging)
+    except ToolboxReferenceError as e:
+        print(f"{model}: MMAction2 comparison not run: {str(e).splitlines()[0]}", flush=True)
+        return {"model": model, "not_run": str(e).splitlines()[0]}
+    archive = model.replace("_", "-")
+    build_archive(model, checkpoint, name=archive, model_store=store, serving=serving, inference=inference)
+    return {"model": model, "archive": archive, "checkpoint": checkpoint}
+
+
+def compare_toolbox(server: TorchServe, toolbox: dict, args: argparse.Namespace, video: Path) -> dict:
+    """Ours serving the toolbox model and the toolbox's own pipeline on the same ``video``: both rows and ours /
+    theirs."""
+    model = toolbox["model"]
+    ours = drive(server, toolbox["archive"], video.read_bytes(), args.requests, args.concurrency)
+    theirs = {d: toolbox_speed(model, toolbox["checkpoint"], video, args.requests, d) for d in DECODERS}
+    for decoder, row in theirs.items():
+        print(f"{model}: ours {ours['clips_per_s']:.3f}, MMAction2 {decoder} {row['clips_per_s']:.3f}", flush=True)
+    ratio = {decoder: round(ours["clips_per_s"] / row["clips_per_s"], 2) for decoder, row in theirs.items()}
+    return {"ours": ours, "mmaction2": theirs, "ratio": ratio}
+
+
+def _toolbox_lines(workload: str, model: str, compared: dict) -> list[str]:
+    ours = compared["ours"]
+    lat, st = ours["latency_ms"], ours["stage_ms"]
+    lines = [
+        f"| {workload} | ours `{model}` | {ours['clips_per_s']:.2f} | {lat['p50']:.0f} / {lat['p95']:.0f} / "
+        f"{lat['p99']:.0f} | {st['decode']:.0f} | {st['preprocess']:.0f} | {st['inference']:.0f} | "
+        f"{st['queue']:.0f} | {ours['mean_batch_size']:.1f} |"
+    ]
+    for decoder, theirs in compared["mmaction2"].items():
+        their = theirs["latency_ms"]
+        lines.append(
+            f"| {workload} | MMAction2 `{theirs['call']}`, {decoder} (in-process) | {theirs['clips_per_s']:.2f} | "
+            f"{their['p50']:.0f} / {their['p95']:.0f} / {their['p99']:.0f} | | | | | 1.0 |"
+        )
+    lines += [
+        f"| | **ours `{model}` / MMAction2 {decoder}** | **{ratio:.2f}x** | | | | | | |"
+        for decoder, ratio in compared["ratio"].items()
+    ]
+    return lines
 
 
 def markdown(report: dict, command: str) -> str:
@@ -199,10 +289,23 @@ def markdown(report: dict, command: str) -> str:
             )
         for variant, ratio in row["throughput_ratio"].items():
             lines.append(f"| | **{variant} / baseline** | **{ratio:.2f}x** | | | | | | |")
+        if "toolbox" in row:
+            lines += _toolbox_lines(row["workload"], report["toolbox"]["model"], row["toolbox"])
     versions = ", ".join(f"{k} {v}" for k, v in report["versions"].items())
     inference = "; ".join(f"{name}: {json.dumps(options)}" for name, options in report["inference"].items())
     not_built = "".join(f"\nNot built on this machine: {name} ({why})." for name, why in report["not_built"].items())
     first = report["results"][0]["models"]["baseline"] if report["results"] else {}
+    toolbox = report.get("toolbox") or {}
+    if "not_run" in toolbox:
+        not_built += f"\nMMAction2's own pipeline was not measured: {toolbox['not_run']}."
+    elif toolbox:
+        not_built += (
+            f"\n`{toolbox['model']}`: ours serves it from a random-init checkpoint written by MMAction2's own code;"
+            " MMAction2's rows are `mmaction.apis.inference_recognizer` in-process (model built once, the config's"
+            " test pipeline for one view, 2 threads, one call at a time), decoding with PyAVInit/PyAVDecode (its"
+            " default 'accurate' mode decodes every frame up to the clip's last) and with the config's own"
+            " DecordInit/DecordDecode."
+        )
     return f"""# End-to-end benchmark through TorchServe ({report["model"]}, {report["weights"]})
 
 Command: `{command}`
@@ -236,6 +339,14 @@ def main(argv: list[str] | None = None) -> int:
         help="serve a variant of ours too, with these options changed (repeatable)",
     )
     parser.add_argument("--calibration-per-class", type=int, default=2, help="int8 calibration motion videos")
+    parser.add_argument(
+        "--toolbox-model",
+        choices=sorted(CONFIGS["mmaction2"]),
+        help="also serve this MMAction2 model and time MMAction2's own test pipeline on the same uploads",
+    )
+    parser.add_argument(
+        "--toolbox-workloads", nargs="+", default=["720p"], choices=list(WORKLOADS), help="where to compare it"
+    )
     parser.add_argument(
         "--pyav-if-no-ffmpeg", action="store_true", help="without ffmpeg, make the workloads with PyAV (GPU check)"
     )

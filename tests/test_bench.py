@@ -43,18 +43,31 @@ def test_stage_benchmark_writes_its_report(tmp_path: Path) -> None:
 def test_serving_benchmark_drives_both_handlers_through_torchserve(tmp_path: Path) -> None:
     report = tmp_path / "bench.md"
     small = ("--workloads", "256p", "--requests", "2", "--concurrency", "2", "--batch-size", "2")
-    # One variant (OpenVINO fp32: the quickest to build; int8 archives are built and served in test_openvino.py).
-    data = _run("serving", report, *small, "--also", "export=openvino", "--calibration-per-class", "1")
+    # One variant (eager: ours is OpenVINO by default) and MMAction2's own pipeline beside its model served by us.
+    toolbox = ("--toolbox-model", "mmaction2_slowfast_r50_8x8", "--toolbox-workloads", "256p")
+    data = _run("serving", report, *small, "--also", "export=eager", *toolbox)
     (row,) = data["results"]
-    assert set(row["models"]) == {"baseline", "ours", "ours export=openvino"}
-    assert data["inference"]["ours export=openvino"]["export"] == "openvino"
-    for measured in row["models"].values():
+    assert set(row["models"]) == {"baseline", "ours", "ours export=eager"}
+    assert data["inference"]["ours"]["export"] == "auto"
+    assert data["inference"]["ours export=eager"]["export"] == "eager"
+    for measured in [*row["models"].values(), row["toolbox"]["ours"]]:
         assert measured["requests"] == 2
         assert measured["clips_per_s"] > 0
         assert set(measured["stage_ms"]) == {"decode", "preprocess", "inference", "queue"}
         assert all(value >= 0 for value in measured["stage_ms"].values())
     assert row["throughput_ratio"]["ours"] > 0
-    assert "**ours / baseline**" in report.read_text()
+    assert set(row["toolbox"]["mmaction2"]) == {"pyav", "decord"}
+    assert all(theirs["clips_per_s"] > 0 for theirs in row["toolbox"]["mmaction2"].values())
+    text = report.read_text()
+    assert "**ours / baseline**" in text
+    assert "**ours `mmaction2_slowfast_r50_8x8` / MMAction2 pyav**" in text
+
+
+def test_models_benchmark_names_the_default_cpu_engine(tmp_path: Path) -> None:
+    data = _run("models", tmp_path / "models.md", "--models", "motion_demo", "--repeats", "1")
+    assert data["engine"] == {"motion_demo": "openvino"}  # its conversion passes the archive-time check
+    assert data["forward_ms"]["motion_demo"] > 0
+    assert data["eager_ms"]["motion_demo"] > 0
 
 
 def test_export_benchmark_measures_every_variant(tmp_path: Path) -> None:

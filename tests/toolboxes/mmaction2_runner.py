@@ -27,6 +27,13 @@ pipeline --config KEY --checkpoint FILE --video PATH --clips C --crops K [--view
     run differ only by the batch of the final linear layer (measured <= 4e-7). ``frame_indices`` are
     SampleFrames' ``frame_inds`` (decode order, as DecordDecode reads them); ``video.frames_declared`` is
     DecordInit's ``total_frames`` (``len(VideoReader)``).
+speed --config KEY --checkpoint FILE --video PATH --requests N [--decoder pyav|decord]
+    What a user of MMAction2 runs in-process, timed: the recognizer built once (``init_recognizer``), then
+    ``mmaction.apis.inference_recognizer(model, PATH, test_pipeline)`` N times after one warm-up call, with the
+    config's test pipeline for one view (SampleFrames num_clips=1, CenterCrop(256), as ``pipeline --clips 1
+    --crops 1``) decoding with PyAV (PyAVInit, PyAVDecode in its default 'accurate' mode, in place of
+    DecordInit, DecordDecode) or, with ``--decoder decord``, with the config's own decord steps. Returns
+    ``clips_per_s`` and the per-call seconds.
 labels
     The wheel's own Kinetics-400 list if it ships one (1.2.0 does not: no ``label_map_k400.txt`` under
     ``mmaction/.mim/tools/data/kinetics``).
@@ -56,7 +63,7 @@ stubs.install("mmaction2", ["mmaction.models.localizers.drn"])
 
 import mmaction  # noqa: E402
 import mmengine  # noqa: E402
-from mmaction.apis import init_recognizer  # noqa: E402
+from mmaction.apis import inference_recognizer, init_recognizer  # noqa: E402
 from mmengine.config import Config  # noqa: E402
 from mmengine.dataset import Compose, pseudo_collate  # noqa: E402
 from mmengine.registry import init_default_scope  # noqa: E402
@@ -221,6 +228,30 @@ def command_pipeline(args) -> dict:
     return result
 
 
+def command_speed(args) -> dict:
+    model = build(args.config, args.checkpoint)
+    decoders = {"DecordInit": "PyAVInit", "DecordDecode": "PyAVDecode"} if args.decoder == "pyav" else {}
+    steps = [{**step, "type": decoders.get(step["type"], step["type"])} for step in test_pipeline(model.cfg, 1, 1)]
+    pipeline = Compose(steps)
+    seconds = []
+    for _ in range(args.requests + 1):  # the first call warms up
+        start = time.perf_counter()
+        with torch.no_grad():
+            inference_recognizer(model, str(args.video), pipeline)
+        seconds.append(time.perf_counter() - start)
+    measured = seconds[1:]
+    return {
+        "toolbox": "mmaction2",
+        "config": args.config,
+        "call": "mmaction.apis.inference_recognizer",
+        "decoder": args.decoder,
+        "pipeline": [dict(s) for s in steps],
+        "threads": torch.get_num_threads(),
+        "seconds": measured,
+        "clips_per_s": len(measured) / sum(measured),
+    }
+
+
 def command_labels(_args) -> dict:
     package = Path(mmaction.__file__).resolve().parent
     found = sorted(package.rglob("label_map_k400.txt"))
@@ -233,9 +264,14 @@ def command_labels(_args) -> dict:
     }
 
 
-COMMANDS = {"checkpoint": command_checkpoint, "forward": command_forward, "pipeline": command_pipeline}
+COMMANDS = {
+    "checkpoint": command_checkpoint,
+    "forward": command_forward,
+    "pipeline": command_pipeline,
+    "speed": command_speed,
+}
 
 
 if __name__ == "__main__":
-    arguments = common.arguments(__doc__.splitlines()[0])
+    arguments = common.arguments(__doc__.splitlines()[0], speed=True)
     common.emit({**COMMANDS, "labels": command_labels}[arguments.command](arguments))

@@ -61,8 +61,9 @@ def logger(name: str):
     return log
 
 
-def parser(description: str) -> argparse.ArgumentParser:
-    """The command line shared by the runners (see tests/toolboxes/reference.py for the interface)."""
+def parser(description: str, speed: bool = False) -> argparse.ArgumentParser:
+    """The command line shared by the runners (see tests/toolboxes/reference.py for the interface); ``speed``: the
+    runner has the ``speed`` command too (MMAction2's, for ``make bench``)."""
     top = argparse.ArgumentParser(description=description)
     sub = top.add_subparsers(dest="command", required=True)
     p = sub.add_parser("checkpoint", help="build, randomise and save a model in the toolbox's native format")
@@ -88,6 +89,14 @@ def parser(description: str) -> argparse.ArgumentParser:
     p.add_argument("--view", help="T,S: only temporal view T and spatial view S")
     p.add_argument("--out", required=True)
     sub.add_parser("labels", help="the toolbox's own Kinetics-400 label list, if its package ships one")
+    if not speed:
+        return top
+    p = sub.add_parser("speed", help="clips/s of the toolbox's own inference call on a video, model built once")
+    p.add_argument("--config", required=True)
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--video", required=True)
+    p.add_argument("--requests", type=int, required=True, help="measured calls, after one warm-up call")
+    p.add_argument("--decoder", choices=("pyav", "decord"), default="pyav", help="decord: the config's own")
     return top
 
 
@@ -95,9 +104,9 @@ def _dtype(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", choices=DTYPES, default="float32", help="the forward's dtype (model and inputs)")
 
 
-def arguments(description: str) -> argparse.Namespace:
+def arguments(description: str, speed: bool = False) -> argparse.Namespace:
     """The parsed command line; ``checkpoint``'s ``--inputs`` and ``--forward-out`` come together or not at all."""
-    top = parser(description)
+    top = parser(description, speed)
     args = top.parse_args()
     if args.command == "checkpoint" and (args.inputs is None) != (args.forward_out is None):
         top.error("checkpoint: --inputs and --forward-out go together")
