@@ -9,6 +9,10 @@ For each workload and request shape it reports the frames decoded and the wall-c
 both give the same frames. Shapes: ``1x1`` (one window at 0 s), ``10x1`` (PyTorchVideo's ten spread windows:
 they overlap), ``timeline`` (windows side by side over the whole video).
 
+It also times the other opens of the container a request makes besides decoding (reading the header for the
+request's checks and estimate, the stream's timing for sampling, and, for MMAction2's and PaddleVideo's
+recipes, counting packets): what sharing one open across them could save at most.
+
 Writes ``--report`` (Markdown) and a JSON beside it.
 
 Example:
@@ -32,7 +36,7 @@ from pathlib import Path
 import torch
 
 from bench.workloads import WORKLOADS, describe, machine, make_workload, publish
-from handler.decode import DecodedClip, decode_clip, iter_clips, video_duration
+from handler.decode import DecodedClip, count_packets, decode_clip, iter_clips, probe, stream_timing, video_duration
 from handler.models import get_spec
 from handler.pipeline import timeline_starts
 from handler.sampling import view_starts
@@ -70,12 +74,23 @@ def timed(decode: Callable[[], list[DecodedClip]], repeats: int) -> tuple[float,
     return statistics.median(times), clips
 
 
+def header_reads_ms(data: bytes, repeats: int) -> dict[str, float]:
+    """Median milliseconds of each open a request makes besides decoding (20 calls per repeat)."""
+    reads = {"header": probe, "timing": stream_timing, "packet count": count_packets}
+    return {
+        name: round(timed(lambda read=read: [read(data) for _ in range(20)], repeats)[0] / 20 * 1000, 2)
+        for name, read in reads.items()
+    }
+
+
 def run(args: argparse.Namespace) -> dict:
     staging = Path(tempfile.mkdtemp(prefix="bench-decode-"))
-    rows = []
+    rows, opens = [], []
     try:
         for name in args.workloads:
             data = make_workload(staging, name).read_bytes()
+            opens.append({"workload": describe(name), "ms": header_reads_ms(data, args.repeats)})
+            print(opens[-1], flush=True)
             for shape, windows in shapes(video_duration(data)).items():
                 once_s, together = timed(partial(decode_once, data, windows), args.repeats)
                 apart_s, alone = timed(partial(decode_apart, data, windows), args.repeats)
@@ -104,6 +119,7 @@ def run(args: argparse.Namespace) -> dict:
         "clip": f"slowfast_r50: {CLIP.num_frames} frames over {CLIP.duration_sec:.3f} s",
         "repeats": args.repeats,
         "results": rows,
+        "opens": opens,
     }
 
 
@@ -113,6 +129,12 @@ def markdown(report: dict, command: str) -> str:
         f"{r['ms_apart']:.0f} → {r['ms_once']:.0f} ({r['ms_apart'] / r['ms_once']:.2f}x) | "
         f"{'yes' if r['same_frames'] else '**no**'} |"
         for r in report["results"]
+    ]
+    single = {r["workload"]: r["ms_once"] for r in report["results"] if r["shape"] == "1x1"}
+    opens = [
+        f"| {o['workload']} | {' | '.join(f'{ms:.1f}' for ms in o['ms'].values())} | "
+        f"{sum(o['ms'].values()):.1f} ({sum(o['ms'].values()) / single[o['workload']]:.0%} of a 1x1 decode) |"
+        for o in report["opens"]
     ]
     versions = ", ".join(f"{k} {v}" for k, v in report["versions"].items())
     return f"""# Decoding a request's windows once
@@ -126,6 +148,15 @@ windows forward on one open container, taking the frames a window shares with th
 | workload | request | windows | frames decoded (apart → once) | decode ms (apart → once) | same frames |
 |---|---|---|---|---|---|
 {chr(10).join(lines)}
+
+The other opens of the container a request makes (ms each, median): the header read for the request's checks and
+memory estimate (every request), the stream's timing (every sampler), the packet count (MMAction2's and
+PaddleVideo's recipes, which place clips by decord's frame count). Their sum is the most that sharing one open
+with the decode could save per request.
+
+| workload | header | timing | packet count | sum |
+|---|---|---|---|---|
+{chr(10).join(opens)}
 """
 
 
