@@ -19,7 +19,12 @@ from slowfast_serve.cli import COMMANDS
 REPO = Path(__file__).resolve().parents[1]
 README = (REPO / "README.md").read_text()
 API = (REPO / "docs" / "api.md").read_text()
-FORWARD_MS = json.loads((REPO / "docs" / "bench-models.json").read_text())["forward_ms"]
+MODELS_BENCH = json.loads((REPO / "docs" / "bench-models.json").read_text())  # make bench-models
+
+
+def _cpu(name: str) -> str:
+    """The models tables' CPU cell: the default CPU engine and its measured forward time (ms)."""
+    return f"{MODELS_BENCH['engine'][name]} {MODELS_BENCH['forward_ms'][name]:.0f}"
 
 
 def _model_row(spec: ModelSpec) -> str:
@@ -29,11 +34,10 @@ def _model_row(spec: ModelSpec) -> str:
     gflops = "–" if spec.gflops is None else f"{spec.gflops:g}"
     params = "–" if spec.params_m is None else f"{spec.params_m:g}"
     checkpoint = f"`{spec.checkpoint_filename}`" if spec.checkpoint_url else f"`{spec.bundled_checkpoint}` (bundled)"
-    forward = FORWARD_MS[spec.name]  # measured: docs/bench-models.json (make bench-models)
     return (
         f"| `{spec.name}` | {clip.num_frames} × {clip.sampling_rate} | {slow} / {clip.num_frames} "
         f"| {clip.duration_sec:.3f} s | {clip.side_size} / {clip.crop_size} | {accuracy} | {gflops} | {params} "
-        f"| {forward:.0f} | {checkpoint} |"
+        f"| {_cpu(spec.name)} | {checkpoint} |"
     )
 
 
@@ -43,7 +47,7 @@ def _toolbox_row(spec: ModelSpec) -> str:
     return (
         f"| `{spec.name}` | {clip.recipe.title} | {clip.num_frames} × {clip.sampling_rate} "
         f"| {clip.num_frames // clip.alpha} / {clip.num_frames} | {clip.side_size} / {clip.crop_size} "
-        f"| {spec.accuracy.top1:.2f} / {spec.accuracy.top5:.2f} | {FORWARD_MS[spec.name]:.0f} "
+        f"| {spec.accuracy.top1:.2f} / {spec.accuracy.top5:.2f} | {_cpu(spec.name)} "
         f"| `{spec.checkpoint_filename}` |"
     )
 
