@@ -59,7 +59,7 @@ DEMO_DATA ?= data/motion
 
 setup: $(STAMP)
 
-$(STAMP): requirements.txt requirements-dev.txt pyproject.toml scripts/install.sh $(wildcard tests/toolboxes/requirements-*.txt)
+$(STAMP): requirements.txt requirements-dev.txt requirements-java.txt pyproject.toml scripts/install.sh $(wildcard tests/toolboxes/requirements-*.txt)
 	scripts/install.sh --venv $(VENV) --dev
 	touch $@
 

@@ -32,6 +32,7 @@ import time
 from importlib import metadata
 from pathlib import Path
 
+from bench.workloads import machine
 from slowfast_serve.server import REPO
 
 IMAGE_PACKAGES = REPO / "bench" / "gpu_image_packages.txt"
@@ -139,14 +140,14 @@ def report_text(stages: list, checks: dict, absent: list[str], passed: bool, arg
     return f"""# GPU check: the offline install, dry run on a CPU machine
 
 Command: `python -m bench.gpu_dry_run {command}`
-Machine: {platform.machine()}, {platform.processor() or "CPU"}, Python {platform.python_version()} (the GPU
-machines have 3.12.3: the chunks' wheels are cp311-abi3 or py3-none-any, the same files for both)
+Machine: {machine()}, Python {platform.python_version()} (the GPU machines have 3.12.3: the chunks' wheels are
+cp311-abi3 or py3-none-any, the same files for both)
 Result: {"passed" if passed else "FAILED"}
 
 The emulated image is a fresh virtual environment seeing only the distributions bench/gpu_image_packages.txt
 lists, linked from this project's environment (their versions are this project's pins; the real image's
 versions are not recorded, and the check writes them to its machine.txt). Image packages this environment does
-not have (so absent from the emulation too, none of them used by the check): {", ".join(absent) or "none"}.
+not have (so absent from the emulation too, and the check passed without them): {", ".join(absent) or "none"}.
 This machine has a system Java, so the check finds Java without chunk 3; chunk 3 is still installed and
 importable (a GPU machine without Java gets its JDK from it).
 
