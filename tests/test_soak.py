@@ -17,13 +17,16 @@ def test_a_short_soak_run_reports_no_errors_and_flat_memory(demo_server: TorchSe
     report = tmp_path / "soak.md"
     argv = ["--model", "motion_demo", "--url", demo_server.inference_url, "--management-url"]
     argv += [demo_server.management_url, "--key-file", str(demo_server.key_file), "--minutes", "0.15"]
-    argv += ["--concurrency", "2", "--videos", "4", "--sample-sec", "1", "--report", str(report)]
+    argv += ["--concurrency", "2", "--videos", "4", "--sample-sec", "1", "--warmup-minutes", "0.05"]
+    argv += ["--report", str(report)]
     assert cli.main(["soak", *argv]) == 0
     summary = json.loads(report.with_suffix(".json").read_text())
     assert summary["errors"] == 0
     assert summary["requests_ok"] > 0
     assert summary["latency_ms"]["p50"] <= summary["latency_ms"]["p99"]
     assert len(summary["rss_samples"]) >= 5
+    assert summary["worker_rss_mb"]["judged_from_s"] >= 3  # the warm-up's samples are shown, not judged
+    assert "trend_mb_per_min" in summary["worker_rss_mb"]
     assert "| errors (of which 5xx) | 0 (0) |" in report.read_text()
 
 
