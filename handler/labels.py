@@ -37,7 +37,36 @@ def motion8() -> list[str]:
     return sorted(MOTION_CLASSES)
 
 
-LABEL_SETS = {"kinetics400": kinetics400, "motion8": motion8}
+# AVA v2.2's 80 atomic actions, AVA id = position + 1 (ava_action_list_v2.2.pbtxt; the same list and order as
+# PySlowFast's demo/AVA/ava.names). Detection models score all 80; column i of their output is AVA id i + 1.
+AVA_ACTIONS = (
+    "bend/bow (at the waist)", "crawl", "crouch/kneel", "dance", "fall down", "get up", "jump/leap", "lie/sleep",
+    "martial art", "run/jog", "sit", "stand", "swim", "walk", "answer phone", "brush teeth",
+    "carry/hold (an object)", "catch (an object)", "chop", "climb (e.g., a mountain)", "clink glass",
+    "close (e.g., a door, a box)", "cook", "cut", "dig", "dress/put on clothing", "drink",
+    "drive (e.g., a car, a truck)", "eat", "enter", "exit", "extract", "fishing", "hit (an object)",
+    "kick (an object)", "lift/pick up", "listen (e.g., to music)", "open (e.g., a window, a car door)", "paint",
+    "play board game", "play musical instrument", "play with pets", "point to (an object)", "press",
+    "pull (an object)", "push (an object)", "put down", "read", "ride (e.g., a bike, a car, a horse)", "row boat",
+    "sail boat", "shoot", "shovel", "smoke", "stir", "take a photo", "text on/look at a cellphone", "throw",
+    "touch (an object)", "turn (e.g., a screwdriver)", "watch (e.g., TV)", "work on a computer", "write",
+    "fight/hit (a person)", "give/serve (an object) to (a person)", "grab (a person)", "hand clap", "hand shake",
+    "hand wave", "hug (a person)", "kick (a person)", "kiss (a person)", "lift (a person)", "listen to (a person)",
+    "play with kids", "push (another person)", "sing to (e.g., self, a person, a group)",
+    "take (an object) from (a person)", "talk to (e.g., self, a person, a group)", "watch (a person)",
+)  # fmt: skip
+# The 60 actions AVA's evaluation counts (ava_action_list_v2.2_for_activitynet_2019.pbtxt, PySlowFast's default
+# AVA.LABEL_MAP_FILE; MMAction2's demo/label_map_ava.txt lists the same ids); the other 20 are left out of it.
+_AVA_NOT_EVALUATED = {2, 16, 18, 19, 21, 23, 25, 31, 32, 33, 35, 39, 40, 42, 44, 50, 53, 55, 71, 75}
+AVA_EVALUATED_IDS = frozenset(range(1, 81)) - _AVA_NOT_EVALUATED
+
+
+def ava_actions() -> list[str]:
+    """AVA v2.2's 80 action names, ordered by AVA id (id = index + 1)."""
+    return list(AVA_ACTIONS)
+
+
+LABEL_SETS = {"kinetics400": kinetics400, "motion8": motion8, "ava_v2.2": ava_actions}
 
 
 def label_set(name: str) -> list[str]:

@@ -11,6 +11,7 @@ import sys
 import warnings
 from pathlib import Path
 
+import numpy as np
 import torch
 import torchvision.transforms.functional
 
@@ -22,8 +23,14 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # torchvision's _transforms_video deprecation notice
     from pytorchvideo.data.encoded_video import EncodedVideo
     from pytorchvideo.transforms import ApplyTransformToKey, ShortSideScale, UniformTemporalSubsample
-    from pytorchvideo.transforms.functional import uniform_crop, uniform_temporal_subsample  # noqa: F401 (re-exported)
+    from pytorchvideo.transforms.functional import (  # noqa: F401 (uniform_crop re-exported)
+        clip_boxes_to_image,
+        short_side_scale_with_boxes,
+        uniform_crop,
+        uniform_temporal_subsample,
+    )
     from torchvision.transforms import Compose, Lambda
+    from torchvision.transforms._functional_video import normalize
     from torchvision.transforms._transforms_video import CenterCropVideo, NormalizeVideo
 
 
@@ -80,3 +87,52 @@ def tutorial_probabilities(
     model whose head already ends in a softmax (X3D, R(2+1)D)."""
     preds = model(list(inputs) if len(inputs) > 1 else inputs[0])
     return preds if output_is_probabilities else torch.nn.Softmax(dim=1)(preds)
+
+
+def ava_inference_transform(
+    clip: torch.Tensor,
+    boxes: np.ndarray,
+    num_frames: int,
+    slow_fast_alpha: int | None,
+    crop_size: int = 256,
+    data_mean: tuple[float, ...] = (0.45, 0.45, 0.45),
+    data_std: tuple[float, ...] = (0.225, 0.225, 0.225),
+) -> tuple[torch.Tensor | list[torch.Tensor], torch.Tensor]:
+    """The detection tutorial's ``ava_inference_transform``, step by step as written there (video_detection_
+    inference_tutorial.ipynb): ``clip`` as ``EncodedVideo.get_clip`` gives it, ``boxes`` ``(N, 4)`` float32 pixels.
+    Returns the model inputs (without a batch dimension) and the boxes in the scaled clip's pixels."""
+    boxes = np.array(boxes)
+    clip = uniform_temporal_subsample(clip, num_frames)
+    clip = clip.float()
+    clip = clip / 255.0
+    height, width = clip.shape[2], clip.shape[3]
+    boxes = clip_boxes_to_image(boxes, height, width)
+    clip, boxes = short_side_scale_with_boxes(clip, size=crop_size, boxes=boxes)
+    clip = normalize(clip, np.array(data_mean, dtype=np.float32), np.array(data_std, dtype=np.float32))
+    boxes = clip_boxes_to_image(boxes, clip.shape[2], clip.shape[3])
+    if slow_fast_alpha is not None:
+        fast_pathway = clip
+        slow_pathway = torch.index_select(
+            clip, 1, torch.linspace(0, clip.shape[1] - 1, clip.shape[1] // slow_fast_alpha).long()
+        )
+        clip = [slow_pathway, fast_pathway]
+    return clip, torch.from_numpy(boxes)
+
+
+@torch.inference_mode()
+def tutorial_detection_scores(
+    model: torch.nn.Module,
+    path: str | Path,
+    keyframe_sec: float,
+    boxes: np.ndarray,
+    num_frames: int,
+    slow_fast_alpha: int | None,
+) -> torch.Tensor:
+    """The tutorial's per-box scores at a keyframe: its 1 s clip around it, its transform, the boxes with a zero
+    batch-index column, one video at a time. ``(N, 80)``."""
+    video = EncodedVideo.from_path(str(path))
+    clip = video.get_clip(keyframe_sec - 0.5, keyframe_sec + 0.5)["video"]
+    inputs, inp_boxes = ava_inference_transform(clip, boxes, num_frames, slow_fast_alpha)
+    inp_boxes = torch.cat([torch.zeros(inp_boxes.shape[0], 1), inp_boxes], dim=1)
+    inputs = [inp[None] for inp in inputs] if isinstance(inputs, list) else inputs[None]
+    return model(inputs, inp_boxes)
