@@ -49,6 +49,7 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
+from torch import nn
 
 from handler.models import RANDOM_INIT, REGISTRY, ModelSpec, Weights, build_model
 
@@ -934,3 +935,15 @@ def archive_checkpoint(path: str | Path, spec: ModelSpec, directory: str | Path)
         return Path(path), None
     conversion = convert_checkpoint(path, spec, Path(directory) / f"{spec.name}.pyth")
     return conversion.path, conversion
+
+
+def load_model(spec: ModelSpec, checkpoint: str | Path) -> tuple[nn.Module, Weights]:
+    """Builds ``spec``'s network and loads ``checkpoint`` into it strictly (every key, every shape), converting a
+    toolbox's file of ``spec.checkpoint_layout`` first (:func:`load_weights`)."""
+    weights = load_weights(checkpoint, spec)
+    model = build_model(spec, num_classes=weights.num_classes)
+    try:
+        model.load_state_dict(weights.state_dict, strict=True)
+    except RuntimeError as e:
+        raise CheckpointError(f"{checkpoint} does not fit the {spec.name} architecture: {e}") from e
+    return model.eval(), weights

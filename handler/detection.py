@@ -25,7 +25,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from handler.models import MODEL_ZOO, Weights, load_checkpoint
+from handler.checkpoints import load_checkpoint
+from handler.models import MODEL_ZOO, Weights
 from handler.transforms import pack_pathways, short_side_size
 
 

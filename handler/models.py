@@ -487,32 +487,6 @@ class Weights:
     num_classes: int
 
 
-def load_checkpoint(path: str | Path) -> Weights:
-    """Reads a checkpoint of any format :mod:`handler.checkpoints` recognises, converted to PyTorchVideo's names and
-    layouts: the official format (``{"model_state": state_dict, ...}``), a bare state dict, or a toolbox's own file.
-
-    Nothing in the file is executed (``weights_only`` torch loading, a data-only pickle reader); no architecture
-    check (:func:`load_model` does that). Raises ``ValueError`` (``CheckpointError``) saying why a file is refused.
-    """
-    from handler.checkpoints import load_checkpoint as read  # handler.checkpoints imports this module
-
-    return read(path)
-
-
-def load_model(spec: ModelSpec, checkpoint: str | Path) -> tuple[nn.Module, Weights]:
-    """Builds ``spec``'s network and loads ``checkpoint`` into it strictly (every key, every shape), converting a
-    toolbox's file of ``spec.checkpoint_layout`` first (:func:`handler.checkpoints.load_weights`)."""
-    from handler.checkpoints import CheckpointError, load_weights  # handler.checkpoints imports this module
-
-    weights = load_weights(checkpoint, spec)
-    model = build_model(spec, num_classes=weights.num_classes)
-    try:
-        model.load_state_dict(weights.state_dict, strict=True)
-    except RuntimeError as e:
-        raise CheckpointError(f"{checkpoint} does not fit the {spec.name} architecture: {e}") from e
-    return model.eval(), weights
-
-
 def save_random_checkpoint(spec: ModelSpec, path: str | Path, *, seed: int = 0, num_classes: int | None = None) -> Path:
     """Writes a randomly initialised ``spec`` network in the official checkpoint format, marked random-init.
 

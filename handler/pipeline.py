@@ -30,10 +30,11 @@ from typing import Any, Literal
 
 import torch
 
+from handler.checkpoints import load_model
 from handler.decode import DecodeLimits, VideoInfo, probe, video_duration
 from handler.errors import RequestError
 from handler.export import EXPORT_FORMATS, ExportedModel, ExportFormat, load_exported
-from handler.models import ClipSpec, ModelSpec, fold_batch_norms, load_model
+from handler.models import ClipSpec, ModelSpec, fold_batch_norms
 from handler.request import VideoRequest, format_views
 from handler.sampling import iter_sampled_clips
 from handler.transforms import CropGatherer, model_inputs

@@ -47,9 +47,11 @@ from handler.checkpoints import (
     PADDLE_SPLIT_ARRAYS,
     CheckpointError,
     describe_checkpoint,
+    load_checkpoint,
+    load_model,
 )
 from handler.checkpoints import load_weights as load_weights_checked
-from handler.models import TOOLBOX_MODELS, build_model, get_spec, load_checkpoint, load_model, save_random_checkpoint
+from handler.models import TOOLBOX_MODELS, build_model, get_spec, save_random_checkpoint
 from handler.transforms import model_inputs
 from tests.serving import CLI
 
@@ -446,7 +448,7 @@ def test_fine_tuned_head_size_is_read_from_the_file(tmp_path: Path) -> None:
 
 
 def test_load_checkpoint_without_an_entry_converts_any_toolbox_file(tmp_path: Path) -> None:
-    """finetune.py's --init reads a toolbox's file through models.load_checkpoint: PyTorchVideo names."""
+    """finetune.py's --init reads a toolbox's file through checkpoints.load_checkpoint: PyTorchVideo names."""
     state = original("mmaction2_slowfast_r50_8x8")
     weights = load_checkpoint(write_mmaction2(state, tmp_path / "mm.pth"))
     assert weights.num_classes == 400

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from handler.checkpoints import load_checkpoint, load_model
 from handler.models import (
     MODEL_ZOO,
     RANDOM_INIT,
@@ -16,8 +17,6 @@ from handler.models import (
     build_model,
     fold_batch_norms,
     get_spec,
-    load_checkpoint,
-    load_model,
     save_random_checkpoint,
 )
 from handler.transforms import model_inputs

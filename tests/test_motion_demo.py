@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 import requests
 
+from handler.checkpoints import load_model
 from handler.labels import MOTION_CLASSES, label_set, read_labels
-from handler.models import get_spec, load_model
+from handler.models import get_spec
 from slowfast_serve.client.inference import Client
 from slowfast_serve.evaluation import drawn_motion
 from slowfast_serve.evaluation.accuracy import Accuracy, drawn_clips, evaluate

@@ -5,7 +5,8 @@ mmengine ``save_checkpoint``, ``paddle.save``, PySlowFast's ``save_checkpoint``,
 also a Caffe2 ``.pkl`` that PySlowFast's own Caffe2 loader reads back), reads that file back with its own loader and
 runs a clip (tests/toolboxes/reference.py runs it in its reference environment; the session fixture
 ``toolbox_checkpoint`` of tests/conftest.py does both in one runner process and shares the files with
-tests/test_toolbox_parity.py). This project loads the same file the way it serves it (``handler.models.load_model``:
+tests/test_toolbox_parity.py). This project loads the same file the way it serves it
+(``handler.checkpoints.load_model``:
 format recognition, conversion, strict load) and runs its network on the pathways ``handler.transforms.model_inputs``
 packs with the entry's slow-frame rule. The outputs (MMAction2: logits; PaddleVideo, PySlowFast: probabilities) must
 agree within 1e-5 of the largest score, with the same top class.
@@ -43,8 +44,8 @@ import numpy as np
 import pytest
 import torch
 
-from handler.checkpoints import HEAD_WEIGHT, fast_width
-from handler.models import TOOLBOX_MODELS, ModelSpec, build_model, get_spec, load_model
+from handler.checkpoints import HEAD_WEIGHT, fast_width, load_model
+from handler.models import TOOLBOX_MODELS, ModelSpec, build_model, get_spec
 from handler.recipes import SlowFrames
 from handler.transforms import model_inputs, pack_pathways
 from tests.conftest import ToolboxCheckpoints

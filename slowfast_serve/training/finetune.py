@@ -31,10 +31,11 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from handler.checkpoints import load_checkpoint
 from handler.decode import decode_model_clip, probe
 from handler.errors import RequestError
 from handler.labels import save_labels
-from handler.models import REGISTRY, ClipSpec, ModelSpec, build_model, get_spec, load_checkpoint
+from handler.models import REGISTRY, ClipSpec, ModelSpec, build_model, get_spec
 from handler.transforms import model_inputs, preprocess_frames
 
 VIDEO_SUFFIXES = {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".flv", ".ogv", ".gif"}
