@@ -39,6 +39,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from importlib import metadata
@@ -67,6 +68,12 @@ TOOLBOX_TIMEOUT_S = 1800
 DECODERS = ("pyav", "decord")
 
 
+def latency_percentiles(latencies_ms: Iterable[float]) -> dict[str, float]:
+    """p50, p95 and p99 of a run's latencies (inclusive quantiles)."""
+    percentiles = statistics.quantiles(sorted(latencies_ms), n=100, method="inclusive")
+    return {"p50": percentiles[49], "p95": percentiles[94], "p99": percentiles[98]}
+
+
 def toolbox_checkpoint(model: str, directory: Path) -> Path:
     """A random-init checkpoint of the toolbox ``model`` written by the toolbox's own code, in its own format."""
     path = directory / f"{model}-random-init.pth"
@@ -78,13 +85,11 @@ def toolbox_speed(model: str, checkpoint: Path, video: Path, requests: int, deco
     """MMAction2's own inference call on ``video``, in-process in its reference environment: clips/s."""
     args = {"config": model, "checkpoint": checkpoint, "video": video, "requests": requests, "decoder": decoder}
     result = run_reference("mmaction2", "speed", args, TOOLBOX_TIMEOUT_S)
-    latencies = sorted(seconds * 1000 for seconds in result["seconds"])
-    percentiles = statistics.quantiles(latencies, n=100, method="inclusive")
     return {
         "requests": requests,
         "concurrency": 1,
         "clips_per_s": round(result["clips_per_s"], 3),
-        "latency_ms": {"p50": percentiles[49], "p95": percentiles[94], "p99": percentiles[98]},
+        "latency_ms": latency_percentiles(seconds * 1000 for seconds in result["seconds"]),
         "call": result["call"],
         "decoder": decoder,
     }
@@ -134,8 +139,6 @@ def drive(server: TorchServe, model: str, video: bytes, count: int, concurrency:
         started = time.perf_counter()
         results = list(pool.map(lambda _: post(server, model, video, token), range(count)))
         wall = time.perf_counter() - started
-    latencies = sorted(seconds * 1000 for seconds, _ in results)
-    percentiles = statistics.quantiles(latencies, n=100, method="inclusive")
     stages = {stage: statistics.mean(body["timing_ms"][stage] for _, body in results) for stage in STAGES}
     batch_sizes = [body.get("batch_size", 1) for _, body in results]
     return {
@@ -143,7 +146,7 @@ def drive(server: TorchServe, model: str, video: bytes, count: int, concurrency:
         "concurrency": concurrency,
         "wall_s": round(wall, 2),
         "clips_per_s": round(count / wall, 3),
-        "latency_ms": {"p50": percentiles[49], "p95": percentiles[94], "p99": percentiles[98]},
+        "latency_ms": latency_percentiles(seconds * 1000 for seconds, _ in results),
         "stage_ms": {**stages, "queue": (queue_microseconds(server, model) - queue_before) / count / 1000},
         "mean_batch_size": statistics.mean(batch_sizes),
     }
@@ -256,14 +259,18 @@ def compare_toolbox(server: TorchServe, toolbox: dict, args: argparse.Namespace,
     return {"ours": ours, "mmaction2": theirs, "ratio": ratio}
 
 
-def _toolbox_lines(workload: str, model: str, compared: dict) -> list[str]:
-    ours = compared["ours"]
-    lat, st = ours["latency_ms"], ours["stage_ms"]
-    lines = [
-        f"| {workload} | ours `{model}` | {ours['clips_per_s']:.2f} | {lat['p50']:.0f} / {lat['p95']:.0f} / "
+def _served_row(workload: str, handler: str, measured: dict) -> str:
+    """A table row of one handler served through TorchServe (what :func:`drive` measured)."""
+    lat, st = measured["latency_ms"], measured["stage_ms"]
+    return (
+        f"| {workload} | {handler} | {measured['clips_per_s']:.2f} | {lat['p50']:.0f} / {lat['p95']:.0f} / "
         f"{lat['p99']:.0f} | {st['decode']:.0f} | {st['preprocess']:.0f} | {st['inference']:.0f} | "
-        f"{st['queue']:.0f} | {ours['mean_batch_size']:.1f} |"
-    ]
+        f"{st['queue']:.0f} | {measured['mean_batch_size']:.1f} |"
+    )
+
+
+def _toolbox_lines(workload: str, model: str, compared: dict) -> list[str]:
+    lines = [_served_row(workload, f"ours `{model}`", compared["ours"])]
     for decoder, theirs in compared["mmaction2"].items():
         their = theirs["latency_ms"]
         lines.append(
@@ -280,13 +287,7 @@ def _toolbox_lines(workload: str, model: str, compared: dict) -> list[str]:
 def markdown(report: dict, command: str) -> str:
     lines = []
     for row in report["results"]:
-        for model, r in row["models"].items():
-            lat, st = r["latency_ms"], r["stage_ms"]
-            lines.append(
-                f"| {row['workload']} | {model} | {r['clips_per_s']:.2f} | {lat['p50']:.0f} / {lat['p95']:.0f} / "
-                f"{lat['p99']:.0f} | {st['decode']:.0f} | {st['preprocess']:.0f} | {st['inference']:.0f} | "
-                f"{st['queue']:.0f} | {r['mean_batch_size']:.1f} |"
-            )
+        lines += [_served_row(row["workload"], model, measured) for model, measured in row["models"].items()]
         for variant, ratio in row["throughput_ratio"].items():
             lines.append(f"| | **{variant} / baseline** | **{ratio:.2f}x** | | | | | | |")
         if "toolbox" in row:
