@@ -8,6 +8,9 @@
 #              the OpenVINO fp32 network CPU workers serve; EXPORT forces one form, exported and checked at
 #              archive time; CALIBRATION: the videos an EXPORT=openvino INFERENCE=precision=int8 archive is
 #              quantized with: docs/export.md)
+#   make serve MODEL=slowfast_r50_detection|slow_r50_detection [CHECKPOINT=...] [DETECTOR=hog|fasterrcnn_resnet50_fpn|
+#              fasterrcnn_resnet50_fpn_v2] [DETECTOR_CHECKPOINT=path.pth] [DETECTOR_THRESHOLD=0.75] [MAX_BOXES=32]
+#              AVA actions per person box; the detector finds people when a request gives no boxes (docs/detection.md)
 #   make stop
 #   make models          describe the served models (workers, batching); make scale NAME=... WORKERS=2
 #   make test            the whole suite (unit, parity, TorchServe integration) plus lint
@@ -42,6 +45,10 @@ INFERENCE ?=
 EXPORT ?=
 CALIBRATION ?=
 MODEL_API ?=
+DETECTOR ?=
+DETECTOR_CHECKPOINT ?=
+DETECTOR_THRESHOLD ?=
+MAX_BOXES ?=
 WORKERS ?= 1
 PYTEST_ARGS ?=
 
@@ -49,7 +56,9 @@ PYTEST_ARGS ?=
 weights_args = $(if $(filter 1 yes true,$(RANDOM_INIT)),--random-init,$(if $(CHECKPOINT),--checkpoint '$(CHECKPOINT)'))
 model_args = --model $(MODEL) $(weights_args) $(if $(LABELS),--labels '$(LABELS)') $(if $(NAME),--name $(NAME)) \
 	$(foreach limit,$(LIMITS),--limit $(limit)) $(foreach option,$(INFERENCE),--inference $(option)) \
-	$(if $(EXPORT),--inference export=$(EXPORT)) $(foreach path,$(CALIBRATION),--calibration '$(path)')
+	$(if $(EXPORT),--inference export=$(EXPORT)) $(foreach path,$(CALIBRATION),--calibration '$(path)') \
+	$(if $(DETECTOR),--detector $(DETECTOR)) $(if $(DETECTOR_CHECKPOINT),--detector-checkpoint '$(DETECTOR_CHECKPOINT)') \
+	$(if $(DETECTOR_THRESHOLD),--detector-threshold $(DETECTOR_THRESHOLD)) $(if $(MAX_BOXES),--max-boxes $(MAX_BOXES))
 
 DEMO_DATA ?= data/motion
 

@@ -43,6 +43,8 @@ from handler.transforms import uniform_temporal_indices
 #: What a clip keeps of each decoded frame: ``(H, W, 3)`` uint8 RGB, upright -> a smaller uint8 tensor (e.g. only
 #: the pixels a model's crops read). Applied as each frame is converted, so a clip never holds its full frames.
 FrameReducer = Callable[[torch.Tensor], torch.Tensor]
+#: Which frames of a window a clip keeps: the window's frame count -> int64 indices into its frames (in time order).
+FrameSelector = Callable[[int], torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -152,11 +154,12 @@ class DecodedClip:
     """The sampled frames of one clip.
 
     Attributes:
-        frames: ``num_samples`` frames, each ``(H, W, 3)`` uint8 RGB in [0, 255], all the same size, in time
-            order, upright (display rotation applied); or, when the decoder was given a :data:`FrameReducer`, what
-            it made of each such frame (uint8, one shape). A frame that repeats (the window held fewer frames than
-            ``num_samples``) is the same tensor object each time. The tensors share memory with the decoder's
-            output: nothing is copied between the RGB conversion and :func:`handler.transforms.gather_frames`.
+        frames: ``num_samples`` frames (or those a :data:`FrameSelector` picked), each ``(H, W, 3)`` uint8 RGB in
+            [0, 255], all the same size, in time order, upright (display rotation applied); or, when the decoder
+            was given a :data:`FrameReducer`, what it made of each such frame (uint8, one shape). A frame that
+            repeats (the window held fewer frames than ``num_samples``) is the same tensor object each time. The
+            tensors share memory with the decoder's output: nothing is copied between the RGB conversion and
+            :func:`handler.transforms.gather_frames`.
         start_sec, end_sec: the requested window, ``[start_sec, end_sec)``, seconds from the stream start.
         source_frames: how many decoded frames fell inside the window.
         info: stream metadata.
@@ -197,6 +200,7 @@ def decode_clip(
     limits: DecodeLimits | None = None,
     threads: int = 0,
     reduce: FrameReducer | None = None,
+    select: FrameSelector | None = None,
 ) -> DecodedClip:
     """Decodes the frames of ``[start_sec, end_sec)`` and keeps ``num_samples`` of them, uniformly spread.
 
@@ -210,13 +214,22 @@ def decode_clip(
             FFmpeg use every core, 1 decodes on the calling thread only. Several clips decoded at once should
             share the cores (see :class:`handler.pipeline.VideoClassifier`).
         reduce: applied to each kept frame as it is converted (default: the RGB frames themselves).
+        select: which of the window's frames to keep, given how many it holds (default: ``num_samples`` of them
+            uniformly spread, :func:`~handler.transforms.uniform_temporal_indices`); the frames come back in the
+            order of its indices.
 
     Raises:
         RequestError: 400 when the bytes are not a readable video, hold no video stream, use a codec this build
             cannot decode, fail to decode, or have no frame inside the window; 413 when a limit is exceeded.
     """
     (clip,) = decode_clips(
-        data, [(start_sec, end_sec)], num_samples=num_samples, limits=limits, threads=threads, reduce=reduce
+        data,
+        [(start_sec, end_sec)],
+        num_samples=num_samples,
+        limits=limits,
+        threads=threads,
+        reduce=reduce,
+        select=select,
     )
     return clip
 
@@ -234,6 +247,7 @@ def iter_clips(
     limits: DecodeLimits | None = None,
     threads: int = 0,
     reduce: FrameReducer | None = None,
+    select: FrameSelector | None = None,
 ) -> Iterator[DecodedClip]:
     """:func:`decode_clip` of several ``(start_sec, end_sec)`` windows of one video (in order of their starts for
     the best speed), one clip at a time: a window is decoded only when the previous clip has been taken, so a
@@ -248,7 +262,7 @@ def iter_clips(
             scan, seek = cursor.scan(window)
             if not scan.pts:
                 raise _empty_window_error(scan, start, end)
-            keep = uniform_temporal_indices(len(scan.pts), num_samples)
+            keep = select(len(scan.pts)) if select else uniform_temporal_indices(len(scan.pts), num_samples)
             clip = _clip_from_scan(
                 data, scan, window, keep, budget, cursor.info, seek=seek, start_sec=start, end_sec=end, reduce=reduce
             )
@@ -383,6 +397,7 @@ def decode_pts_clips(
     limits: DecodeLimits | None = None,
     threads: int = 0,
     reduce: FrameReducer | None = None,
+    select: FrameSelector | None = None,
 ) -> Iterator[DecodedClip]:
     """Clips the way PySlowFast's PyAV decoder selects them (``slowfast/datasets/decoder.py``), one at a time.
 

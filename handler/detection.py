@@ -10,8 +10,8 @@ mean 0.45 and std 0.225; boxes clipped to the scaled frame; for SlowFast the slo
 alpha 4. No crop. The network takes the clips and the boxes as RoIs ``[batch index, x1, y1, x2, y2]`` and gives
 one row of 80 sigmoid scores per box; column ``i`` is AVA action id ``i + 1``.
 
-This module is the pure pipeline (no TorchServe): serving it through the archive, the handler and the client is
-the rest of issue 24.
+This module is the model and its recipe; :mod:`handler.detection_pipeline` serves it (requests in, answers out)
+and :mod:`handler.persons` finds the boxes when a request gives none.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from handler.checkpoints import load_checkpoint
-from handler.models import MODEL_ZOO, Weights
+from handler.models import MODEL_ZOO, REGISTRY, ModelSpec, Weights
 from handler.transforms import pack_pathways, short_side_size
 
 
@@ -60,6 +60,7 @@ class DetectionSpec:
     mean: float = 0.45
     std: float = 0.225
     labels: str = "ava_v2.2"
+    bundled_checkpoint: str | None = None  # none is committed (the classifiers' field, for the weight lookup)
 
     @property
     def checkpoint_filename(self) -> str:
@@ -89,6 +90,19 @@ DETECTION_MODELS = {
         ),
     )
 }
+
+
+#: Every model this service serves: the classifiers' registry and the AVA detection models.
+SERVED_MODELS = sorted([*REGISTRY, *DETECTION_MODELS])
+
+
+def any_spec(name: str) -> ModelSpec | DetectionSpec:
+    """The registry entry of a classifier or an AVA detection model; a ``KeyError`` listing the names otherwise."""
+    if name in DETECTION_MODELS:
+        return DETECTION_MODELS[name]
+    if name in REGISTRY:
+        return REGISTRY[name]
+    raise KeyError(f"unknown model {name!r}; known models: {', '.join(SERVED_MODELS)}")
 
 
 @dataclass(frozen=True)
@@ -161,10 +175,13 @@ def load_detector_network(spec: DetectionSpec, checkpoint: str | Path) -> tuple[
 
 
 @torch.inference_mode()
-def score_boxes(network: nn.Module, keyframes: Sequence[KeyframeClip], spec: DetectionSpec) -> list[torch.Tensor]:
-    """Per keyframe, ``(N_i, 80)`` float32 sigmoid scores of its boxes, in their order. Keyframes whose clips have
-    the same size run as one forward (their RoIs carry their position in it); a keyframe without boxes gets an
-    empty ``(0, 80)`` and runs nothing."""
+def score_boxes(
+    network: nn.Module, keyframes: Sequence[KeyframeClip], spec: DetectionSpec, *, channels_last: bool = False
+) -> list[torch.Tensor]:
+    """Per keyframe, ``(N_i, 80)`` float32 sigmoid scores of its boxes, in their order, on the CPU. Keyframes whose
+    clips have the same size run as one forward on the clips' device (their RoIs carry their position in it); a
+    keyframe without boxes gets an empty ``(0, 80)`` and runs nothing. ``channels_last``: the batch goes in as
+    ``channels_last_3d`` (for a network converted to it)."""
     scores: list[torch.Tensor | None] = [None] * len(keyframes)
     groups: dict[tuple[int, ...], list[int]] = {}
     for i, keyframe in enumerate(keyframes):
@@ -172,10 +189,12 @@ def score_boxes(network: nn.Module, keyframes: Sequence[KeyframeClip], spec: Det
             groups.setdefault(tuple(keyframe.clip.shape), []).append(i)
     for members in groups.values():
         batch = torch.stack([keyframes[i].clip for i in members])
+        if channels_last:
+            batch = batch.contiguous(memory_format=torch.channels_last_3d)
         inputs = batch if spec.alpha is None else pack_pathways(batch, spec.alpha)
-        output = network(inputs, rois([keyframes[i].boxes for i in members]))
+        output = network(inputs, rois([keyframes[i].boxes for i in members]).to(batch.device))
         for i, part in zip(members, output.split([len(keyframes[i].boxes) for i in members]), strict=True):
-            scores[i] = part.float()
+            scores[i] = part.float().cpu()
     classes = _num_classes(network)
     return [s if s is not None else torch.empty(0, classes) for s in scores]
 
@@ -193,3 +212,14 @@ def top_actions(scores: torch.Tensor, labels: Sequence[str], top_k: int, thresho
         for v, c in zip(values.tolist(), columns.tolist(), strict=True)
         if v >= threshold
     ]
+
+
+def save_random_detection_checkpoint(spec: DetectionSpec, path: str | Path, *, seed: int = 0) -> Path:
+    """A randomly initialised ``spec`` network in the official format, marked random-init (tests and benchmarks
+    only: its actions are meaningless, and answers say ``"weights": "random-init"``)."""
+    torch.manual_seed(seed)
+    state = build_detector_network(spec).state_dict()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"model_state": state, "random_init": True, "model": spec.name, "seed": seed}, path)
+    return path

@@ -22,7 +22,7 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -136,6 +136,12 @@ def _check_export_options(model: ExportedModel, options: InferenceOptions, path:
     ]
     if differ:
         raise ValueError(f"{path} was exported with other inference options ({'; '.join(differ)}); rebuild the archive")
+
+
+def autocast(device: torch.device, precision: Precision) -> contextlib.AbstractContextManager:
+    """The autocast of a ``precision`` forward on ``device`` (none for fp32 and int8)."""
+    dtype = _AUTOCAST.get(precision)
+    return torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext()
 
 
 def cpu_count() -> int:
@@ -264,13 +270,80 @@ class _Crash:
 _DONE = object()  # a producer has no more views
 
 
-def _views_or_error(slot: int, views: Iterator[PreparedView]) -> Iterator[tuple[int, PreparedView | RequestError]]:
+def _views_or_error(slot: int, views: Iterator[Any]) -> Iterator[tuple[int, Any]]:
     """``(slot, view)`` for each view, then, if preparing fails with a :class:`RequestError`, ``(slot, error)``."""
     try:
         for view in views:
             yield slot, view
     except RequestError as error:
         yield slot, error
+
+
+def stream_prepared(
+    pool: ThreadPoolExecutor,
+    workers: int,
+    work: Sequence[tuple[int, Any]],
+    prepare: Callable[[Any, int], Iterator[Any]],
+) -> Iterator[tuple[int, Any]]:
+    """``(slot, item)`` for every item ``prepare(request, threads)`` yields for every request of ``work``, as they
+    are prepared (a request's in order), and ``(slot, error)`` once for a request whose preparation raises a
+    :class:`RequestError`. At most ``workers`` requests are prepared at once in ``pool``, each with its share of
+    the cores as decoder threads, and one prepared item waits to be taken: preparation pauses rather than piling
+    items up. Any other exception is raised here (it fails the batch, as it would unthreaded)."""
+    parallel = min(len(work), workers)
+    if parallel <= 1:
+        for slot, request in work:
+            yield from _views_or_error(slot, prepare(request, 0))
+        return
+    threads = max(1, cpu_count() // parallel)
+    ready: queue.Queue = queue.Queue(maxsize=1)  # one item handed over at a time: producers wait, not pile up
+    stop = threading.Event()
+
+    def produce(slot: int, request: Any) -> None:
+        try:
+            for item in _views_or_error(slot, prepare(request, threads)):
+                while not stop.is_set():
+                    try:
+                        ready.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+        except BaseException as error:
+            ready.put((slot, _Crash(error)))
+        finally:
+            ready.put((slot, _DONE))
+
+    futures = [pool.submit(produce, slot, request) for slot, request in work]
+    running = len(futures)
+    try:
+        while running:
+            slot, item = ready.get()
+            if item is _DONE:
+                running -= 1
+            elif isinstance(item, _Crash):
+                raise item.error
+            else:
+                yield slot, item
+    finally:
+        stop.set()
+        for future in futures:
+            future.cancel()
+        while any(not future.done() for future in futures):  # drain, so no producer stays blocked
+            with contextlib.suppress(queue.Empty):
+                ready.get(timeout=0.05)
+
+
+def video_summary(info: VideoInfo, rotation: int) -> dict[str, Any]:
+    """An answer's ``"video"``: what the container says, and the rotation applied to show the frames upright."""
+    return {
+        "width": info.width,
+        "height": info.height,
+        "fps": None if info.fps is None else round(info.fps, 3),
+        "duration_sec": None if info.duration_sec is None else round(info.duration_sec, 3),
+        "codec": info.codec,
+        "container": info.container,
+        "rotation": rotation,
+    }
 
 
 class VideoClassifier:
@@ -496,8 +569,7 @@ class VideoClassifier:
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         # An OpenVINO export computes in the precision it was built with; autocast would not reach it.
-        dtype = None if self.options.export == "openvino" else _AUTOCAST.get(self.options.precision)
-        return torch.autocast(self.device.type, dtype=dtype) if dtype else contextlib.nullcontext()
+        return autocast(self.device, "fp32" if self.options.export == "openvino" else self.options.precision)
 
     def prepare_all(self, requests: Sequence[VideoRequest]) -> list[PreparedClip | RequestError]:
         """:meth:`prepare` of every request, at most ``decode_workers`` at once; the cores are shared out as
@@ -590,50 +662,8 @@ class VideoClassifier:
         self, work: Sequence[tuple[int, VideoRequest]]
     ) -> Iterator[tuple[int, PreparedView | RequestError]]:
         """``(slot, view)`` for every view of every request, as they are prepared (a request's in order), and
-        ``(slot, error)`` once for a request that fails. At most ``decode_workers`` requests are prepared at once,
-        each with its share of the cores as decoder threads, and one prepared view waits to be taken: preparation
-        pauses rather than piling up views."""
-        parallel = min(len(work), self.decode_workers)
-        if parallel <= 1:
-            for slot, request in work:
-                yield from _views_or_error(slot, self.prepare_views(request, 0))
-            return
-        threads = max(1, cpu_count() // parallel)
-        ready: queue.Queue = queue.Queue(maxsize=1)  # one view handed over at a time: producers wait, not pile up
-        stop = threading.Event()
-
-        def produce(slot: int, request: VideoRequest) -> None:
-            try:
-                for item in _views_or_error(slot, self.prepare_views(request, threads)):
-                    while not stop.is_set():
-                        try:
-                            ready.put(item, timeout=0.1)
-                            break
-                        except queue.Full:
-                            continue
-            except BaseException as error:  # an unexpected failure fails the batch, as it would unthreaded
-                ready.put((slot, _Crash(error)))
-            finally:
-                ready.put((slot, _DONE))
-
-        futures = [self._pool.submit(produce, slot, request) for slot, request in work]
-        running = len(futures)
-        try:
-            while running:
-                slot, item = ready.get()
-                if item is _DONE:
-                    running -= 1
-                elif isinstance(item, _Crash):
-                    raise item.error
-                else:
-                    yield slot, item
-        finally:
-            stop.set()
-            for future in futures:
-                future.cancel()
-            while any(not future.done() for future in futures):  # drain, so no producer stays blocked
-                with contextlib.suppress(queue.Empty):
-                    ready.get(timeout=0.05)
+        ``(slot, error)`` once for a request that fails (:func:`stream_prepared`)."""
+        return stream_prepared(self._pool, self.decode_workers, work, self.prepare_views)
 
     def _stride(self, request: VideoRequest) -> float:
         """Seconds between a timeline's windows: the request's, else one clip (windows side by side)."""
@@ -697,15 +727,7 @@ class VideoClassifier:
                 "crops": request.views[1],
                 "windows": [[round(start, 3), round(end, 3)] for start, end in clip.windows],
             },
-            "video": {
-                "width": info.width,
-                "height": info.height,
-                "fps": None if info.fps is None else round(info.fps, 3),
-                "duration_sec": None if info.duration_sec is None else round(info.duration_sec, 3),
-                "codec": info.codec,
-                "container": info.container,
-                "rotation": clip.rotation,
-            },
+            "video": video_summary(info, clip.rotation),
             "batch_size": batch_size,
             "timing_ms": {
                 "decode": round(clip.decode_ms, 1),

@@ -3,7 +3,8 @@
 TorchServe hands each request over as a dict: a raw body arrives as ``"body"``, multipart form fields (and
 gRPC ``input`` keys) under their own names, with bytes values. URL query parameters never reach a handler in
 TorchServe 0.12, so options come either as form fields beside ``data`` or, for raw-body uploads, as request
-headers. Every option has one entry in :data:`OPTIONS`; a form field wins over its header.
+headers. Every option has one entry in :data:`OPTIONS` (the classifiers') or :data:`DETECTION_OPTIONS` (the AVA
+detection models'); a form field wins over its header.
 
 A JSON body in KServe's v1 protocol (``POST /v1/models/{name}:predict``, which TorchServe routes to the
 handler like ``/predictions``) holds several videos: ``{"instances": [{"data": {"b64": "..."}, "top_k": 3},
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import math
 import re
 from collections.abc import Callable, Mapping
@@ -58,13 +60,53 @@ class VideoRequest:
         )
 
 
+Box = tuple[float, float, float, float]
+
+
+@dataclass(frozen=True)
+class DetectionRequest:
+    """One AVA action detection request.
+
+    Attributes:
+        video: the encoded video file.
+        top_k: actions returned per box, 1..num_classes.
+        keyframe_sec: the keyframe, seconds from the start of the video stream (``None``: the middle of the
+            video); for ``mode="timeline"`` the first keyframe (``None``: half a clip in, the first whole window).
+        boxes: person boxes ``(x1, y1, x2, y2)`` in pixels of the upright frame, in the order the answer keeps;
+            ``None``: the archive's person detector finds them.
+        threshold: the lowest action score returned, in [0, 1].
+        mode: ``"keyframe"`` (one keyframe) or ``"timeline"`` (a keyframe every ``stride_sec`` to the end, boxes
+            from the detector at each).
+        stride_sec: seconds between timeline keyframes (``None``: one second, AVA's annotation rate).
+    """
+
+    video: bytes
+    top_k: int
+    keyframe_sec: float | None = None
+    boxes: tuple[Box, ...] | None = None
+    threshold: float = 0.0
+    mode: str = "keyframe"
+    stride_sec: float | None = None
+
+    def __repr__(self) -> str:
+        boxes = "detector" if self.boxes is None else len(self.boxes)
+        return (
+            f"DetectionRequest(video=<{len(self.video)} bytes>, top_k={self.top_k}, keyframe_sec={self.keyframe_sec}, "
+            f"boxes={boxes}, threshold={self.threshold}, mode={self.mode}, stride_sec={self.stride_sec})"
+        )
+
+
+DEFAULT_MAX_BOXES = 32
+
+
 @dataclass(frozen=True)
 class Limits:
-    """Per-model bounds that option validation needs."""
+    """Per-model bounds that option validation needs (``max_boxes``: the AVA detection models')."""
 
     num_classes: int
     default_top_k: int = DEFAULT_TOP_K
     default_views: tuple[int, int] = (1, 1)
+    max_boxes: int = DEFAULT_MAX_BOXES
 
 
 @dataclass(frozen=True)
@@ -121,12 +163,62 @@ def parse_views(text: str) -> tuple[int, int]:
 
 
 MODES = ("clip", "timeline")
+DETECTION_MODES = ("keyframe", "timeline")
 
 
-def _parse_mode(text: str, limits: Limits) -> str:
-    if text.lower() not in MODES:
-        raise bad_request("InvalidOption", f"mode must be one of {', '.join(MODES)}, got {text!r}")
-    return text.lower()
+def _modes(allowed: tuple[str, ...]) -> Callable[[str, Limits], str]:
+    def parse(text: str, limits: Limits) -> str:
+        if text.lower() not in allowed:
+            raise bad_request("InvalidOption", f"mode must be one of {', '.join(allowed)}, got {text!r}")
+        return text.lower()
+
+    return parse
+
+
+def _parse_threshold(text: str, limits: Limits) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0.0 <= value <= 1.0:
+        raise bad_request("InvalidOption", f"threshold must be a score from 0 to 1, got {text!r}")
+    return value
+
+
+def parse_boxes(text: str, limits: Limits) -> tuple[Box, ...]:
+    """``'[[x1, y1, x2, y2], ...]'`` (JSON, pixels of the upright frame) -> boxes, at most ``limits.max_boxes``.
+
+    Raises:
+        RequestError: 400 ``InvalidBoxes`` naming the first bad box (not JSON, not four finite numbers,
+            ``x2 <= x1`` or ``y2 <= y1``); 413 ``TooManyBoxes`` over the limit.
+    """
+    example = "e.g. [[10, 20, 110, 220]] (JSON: a list of [x1, y1, x2, y2] in pixels of the upright frame)"
+    try:
+        value = json.loads(text)
+    except ValueError:
+        raise bad_request("InvalidBoxes", f"boxes is not JSON: {text!r:.80}; {example}") from None
+    if not isinstance(value, list):
+        raise bad_request("InvalidBoxes", f"boxes must be a list of boxes, got {text!r:.80}; {example}")
+    if len(value) > limits.max_boxes:
+        raise RequestError(
+            413,
+            "TooManyBoxes",
+            f"{len(value)} boxes; this service scores at most {limits.max_boxes} per keyframe: send the rest in "
+            "another request",
+        )
+    boxes = []
+    for i, box in enumerate(value):
+        numbers = isinstance(box, list) and len(box) == 4
+        numbers = numbers and all(isinstance(v, int | float) and not isinstance(v, bool) for v in box)
+        if not numbers or not all(math.isfinite(v) for v in box):
+            raise bad_request("InvalidBoxes", f"boxes[{i}] must be 4 finite numbers [x1, y1, x2, y2], got {box!r:.80}")
+        x1, y1, x2, y2 = (float(v) for v in box)
+        if x2 <= x1 or y2 <= y1:
+            raise bad_request(
+                "InvalidBoxes", f"boxes[{i}] = {box}: x2 must exceed x1 and y2 exceed y1 ([x1, y1, x2, y2], corners)"
+            )
+        boxes.append((x1, y1, x2, y2))
+    return tuple(boxes)
 
 
 def format_views(views: tuple[int, int]) -> str:
@@ -143,8 +235,30 @@ OPTIONS: tuple[Option, ...] = (
         lambda limits: limits.default_views,
         "clips x crops averaged, e.g. 10x3",
     ),
-    Option("mode", "X-Mode", _parse_mode, lambda limits: "clip", "clip, or timeline: one answer per window"),
+    Option("mode", "X-Mode", _modes(MODES), lambda limits: "clip", "clip, or timeline: one answer per window"),
     Option("stride_sec", "X-Stride-Sec", _seconds("stride_sec", 0.1), lambda limits: None, "timeline window step"),
+)
+
+#: The AVA detection models' options (docs/detection.md).
+DETECTION_OPTIONS: tuple[Option, ...] = (
+    Option("top_k", "X-Top-K", _parse_top_k, lambda limits: limits.default_top_k, "actions returned per box"),
+    Option(
+        "keyframe_sec",
+        "X-Keyframe-Sec",
+        _seconds("keyframe_sec", 0),
+        lambda limits: None,
+        "keyframe, seconds (default: the middle of the video)",
+    ),
+    Option("boxes", "X-Boxes", parse_boxes, lambda limits: None, "person boxes, JSON [[x1, y1, x2, y2], ...]"),
+    Option("threshold", "X-Threshold", _parse_threshold, lambda limits: 0.0, "lowest action score returned"),
+    Option(
+        "mode",
+        "X-Mode",
+        _modes(DETECTION_MODES),
+        lambda limits: "keyframe",
+        "keyframe, or timeline: a keyframe every stride_sec",
+    ),
+    Option("stride_sec", "X-Stride-Sec", _seconds("stride_sec", 0.1), lambda limits: None, "timeline keyframe step"),
 )
 
 
@@ -160,23 +274,58 @@ def parse_request(row: Mapping[str, Any], headers: Mapping[str, str], limits: Li
         RequestError: 400 for a missing video or a bad or unknown option, 415 for a text or JSON body.
     """
     video = _video_bytes(row)
-    unknown = sorted(set(row) - set(VIDEO_FIELDS) - {o.name for o in OPTIONS})
+    values = _option_values(row, headers, limits, OPTIONS, DETECTION_OPTIONS, "the AVA detection models'")
+    if values["mode"] == "timeline" and values["views"] != (1, 1):
+        raise bad_request("InvalidOption", "views apply to mode=clip; a timeline classifies one center crop per window")
+    return VideoRequest(video=video, **values)
+
+
+def parse_detection_request(row: Mapping[str, Any], headers: Mapping[str, str], limits: Limits) -> DetectionRequest:
+    """:func:`parse_request` for the AVA detection models (:data:`DETECTION_OPTIONS`).
+
+    Raises:
+        RequestError: as :func:`parse_request`; 400 for boxes with ``mode=timeline`` (a timeline's boxes come
+            from the detector at each keyframe), 413 for more than ``limits.max_boxes`` boxes.
+    """
+    video = _video_bytes(row)
+    values = _option_values(row, headers, limits, DETECTION_OPTIONS, OPTIONS, "the classifiers'")
+    if values["mode"] == "timeline" and values["boxes"] is not None:
+        raise bad_request(
+            "InvalidOption",
+            "boxes belong to one keyframe: send them with mode=keyframe (a timeline finds people at each keyframe "
+            "with the archive's person detector)",
+        )
+    return DetectionRequest(video=video, **values)
+
+
+def _option_values(
+    row: Mapping[str, Any],
+    headers: Mapping[str, str],
+    limits: Limits,
+    options: tuple[Option, ...],
+    others: tuple[Option, ...],
+    others_are: str,
+) -> dict[str, Any]:
+    """Each of ``options`` parsed from its field, else its header, else its default; a field that is no option
+    of these is refused, naming the other kind of model's options as such (``others``)."""
+    names = {o.name for o in options}
+    unknown = sorted(set(row) - set(VIDEO_FIELDS) - names)
     if unknown:
+        theirs = [name for name in unknown if name in {o.name for o in others}]
+        note = f" ({', '.join(theirs)}: {others_are} option{'s' if len(theirs) > 1 else ''})" if theirs else ""
         raise bad_request(
             "UnknownOption",
-            f"unknown field(s) {', '.join(map(repr, unknown))}; allowed beside 'data': "
-            + ", ".join(o.name for o in OPTIONS),
+            f"unknown field(s) {', '.join(map(repr, unknown))}{note}; this model takes beside 'data': "
+            + ", ".join(o.name for o in options),
         )
     lowered = {k.lower(): v for k, v in headers.items()}
     values: dict[str, Any] = {}
-    for option in OPTIONS:
+    for option in options:
         raw = row.get(option.name)
         if raw is None:
             raw = lowered.get(option.header.lower())
         values[option.name] = option.default(limits) if raw is None else option.parse(_text(raw, option.name), limits)
-    if values["mode"] == "timeline" and values["views"] != (1, 1):
-        raise bad_request("InvalidOption", "views apply to mode=clip; a timeline classifies one center crop per window")
-    return VideoRequest(video=video, **values)
+    return values
 
 
 MAX_INSTANCES = 32  # videos in one KServe v1 request
@@ -191,20 +340,26 @@ class ParsedRow:
         instances: whether the body was a KServe ``instances`` list (answered as ``{"predictions": [...]}``).
     """
 
-    requests: list[VideoRequest]
+    requests: list[VideoRequest] | list[DetectionRequest]
     instances: bool = False
 
 
-def parse_row(row: Mapping[str, Any], headers: Mapping[str, str], limits: Limits) -> ParsedRow:
-    """:func:`parse_request` for a single-video request; for a KServe v1 JSON body, one :class:`VideoRequest` per
-    instance (each instance holds ``data`` as ``{"b64": "..."}`` or a base64 string, and its own options).
+def parse_row(
+    row: Mapping[str, Any],
+    headers: Mapping[str, str],
+    limits: Limits,
+    parse: Callable[[Mapping[str, Any], Mapping[str, str], Limits], Any] = parse_request,
+) -> ParsedRow:
+    """``parse`` (:func:`parse_request`, or :func:`parse_detection_request`) for a single-video request; for a
+    KServe v1 JSON body, one request per instance (each instance holds ``data`` as ``{"b64": "..."}`` or a base64
+    string, and its own options).
 
     Raises:
         RequestError: for the first invalid instance (a KServe request succeeds or fails as a whole).
     """
     body = row.get("body", row.get("data"))
     if not (isinstance(body, Mapping) and "instances" in body):
-        return ParsedRow([parse_request(row, headers, limits)])
+        return ParsedRow([parse(row, headers, limits)])
     instances = body["instances"]
     if not isinstance(instances, list) or not 1 <= len(instances) <= MAX_INSTANCES:
         raise bad_request("InvalidInstances", f"'instances' must be a list of 1 to {MAX_INSTANCES} objects")
@@ -216,7 +371,7 @@ def parse_row(row: Mapping[str, Any], headers: Mapping[str, str], limits: Limits
             )
         fields = {**instance, "data": _base64_video(instance.get("data"), index)}
         try:
-            requests.append(parse_request(fields, {}, limits))
+            requests.append(parse(fields, {}, limits))
         except RequestError as e:
             raise RequestError(e.status, e.type, f"instances[{index}]: {e.message}") from None
     return ParsedRow(requests, instances=True)

@@ -25,6 +25,11 @@ Example (written by ``slowfast-serve archive``)::
         export: auto             # or eager / torchscript / aoti / openvino (handler.export)
       openvino:                  # export: auto only: the OpenVINO fp32 network CPU workers serve
         file: openvino.ov.zip    # (or `unavailable: <why>` when it failed its check; they then serve eager)
+      detection:                 # AVA detection models only (handler.detection_pipeline)
+        max_boxes: 32            # boxes scored per keyframe at most
+        detector: hog            # person detector for requests without boxes (handler.persons), or none
+        detector_file: persons.pth   # its weights (torchvision detectors)
+        detector_threshold: 0.5  # lowest person score kept
 
 The checkpoint (or, for ``export: torchscript|aoti|openvino``, the exported network) is the archive's serialized
 file (``--serialized-file``), found through the manifest.
@@ -39,8 +44,75 @@ from typing import Any
 
 from handler.decode import DecodeLimits
 from handler.errors import RequestError
+from handler.persons import DETECTORS, TORCHVISION_DETECTORS
 from handler.pipeline import CpuEngine, InferenceOptions
-from handler.request import DEFAULT_TOP_K, parse_views
+from handler.request import DEFAULT_MAX_BOXES, DEFAULT_TOP_K, parse_views
+
+
+@dataclass(frozen=True)
+class DetectionSettings:
+    """The ``detection:`` section of an AVA detection archive.
+
+    Attributes:
+        max_boxes: the most boxes one keyframe is scored with.
+        detector: the person detector for requests that give no boxes (:data:`handler.persons.DETECTORS`), or
+            ``None``: such requests get a 400 saying how to give boxes.
+        detector_file: its weights, for the torchvision detectors (a file in the archive).
+        detector_threshold: the lowest person score kept (default: the detector's, :data:`~handler.persons.DETECTORS`).
+    """
+
+    max_boxes: int = DEFAULT_MAX_BOXES
+    detector: str | None = None
+    detector_file: Path | None = None
+    detector_threshold: float | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.max_boxes, int) or isinstance(self.max_boxes, bool) or self.max_boxes < 1:
+            raise ValueError(f"max_boxes must be a positive integer, got {self.max_boxes!r}")
+        if self.detector is not None and self.detector not in DETECTORS:
+            raise ValueError(f"detector must be one of {', '.join(DETECTORS)} or none, got {self.detector!r}")
+        if (self.detector in TORCHVISION_DETECTORS) != (self.detector_file is not None):
+            raise ValueError("detector_file goes with (and only with) a torchvision detector's weights")
+        threshold = self.detector_threshold
+        if threshold is not None and not (isinstance(threshold, int | float) and threshold >= 0):
+            raise ValueError(f"detector_threshold must be a number >= 0, got {threshold!r}")
+
+    @property
+    def threshold(self) -> float:
+        """The person score threshold in force."""
+        if self.detector_threshold is not None:
+            return float(self.detector_threshold)
+        return DETECTORS[self.detector] if self.detector else 0.0
+
+    @classmethod
+    def from_section(cls, section: Any, model_dir: Path) -> DetectionSettings:
+        """Reads the ``detection:`` section (``detector_file`` relative to the model directory).
+
+        Raises:
+            ValueError: an unknown key or an invalid value.
+        """
+        values = dict(section or {})
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"model-config.yaml handler.detection: unknown key(s) {unknown}; known: {sorted(known)}")
+        if values.get("detector") == "none":
+            values["detector"] = None
+        if values.get("detector_file") is not None:
+            values["detector_file"] = model_dir / str(values["detector_file"])
+        try:
+            return cls(**values)
+        except ValueError as e:
+            raise ValueError(f"model-config.yaml handler.detection: {e}") from None
+
+    def as_yaml_section(self) -> dict[str, Any]:
+        """The section :meth:`from_section` reads back."""
+        return {
+            "max_boxes": self.max_boxes,
+            "detector": self.detector or "none",
+            "detector_file": None if self.detector_file is None else Path(self.detector_file).name,
+            "detector_threshold": self.detector_threshold,
+        }
 
 
 @dataclass(frozen=True)
@@ -56,6 +128,7 @@ class HandlerSettings:
         limits: per-request decoding bounds.
         inference: precision, memory format, compilation, warm-up, preparation threads.
         openvino: for ``export: auto``, the OpenVINO network CPU workers serve, or why there is none.
+        detection: an AVA detection archive's boxes and person detector (``None`` for a classifier).
     """
 
     model: str
@@ -66,6 +139,7 @@ class HandlerSettings:
     limits: DecodeLimits = field(default_factory=DecodeLimits)
     inference: InferenceOptions = field(default_factory=InferenceOptions)
     openvino: CpuEngine | None = None
+    detection: DetectionSettings | None = None
 
     @classmethod
     def from_archive(
@@ -77,7 +151,7 @@ class HandlerSettings:
             ValueError: naming the missing, unknown or invalid key and what is expected.
         """
         section = dict(section or {})
-        allowed = {"model", "labels", "top_k", "views", "limits", "inference", "openvino"}
+        allowed = {"model", "labels", "top_k", "views", "limits", "inference", "openvino", "detection"}
         unknown = sorted(set(section) - allowed)
         if unknown:
             raise ValueError(f"model-config.yaml handler: unknown key(s) {unknown}; allowed: {sorted(allowed)}")
@@ -94,6 +168,7 @@ class HandlerSettings:
         except RequestError as e:
             raise ValueError(f"model-config.yaml handler: {e.message}") from None
         model_dir = Path(model_dir)
+        detection = "detection" in section  # an AVA detection archive (served eager: no OpenVINO network)
         return cls(
             model=section["model"],
             checkpoint=model_dir / serialized_file,
@@ -102,7 +177,8 @@ class HandlerSettings:
             views=views,
             limits=decode_limits(section.get("limits")),
             inference=inference_options(section.get("inference")),
-            openvino=_cpu_engine(section.get("openvino"), model_dir),
+            openvino=None if detection else _cpu_engine(section.get("openvino"), model_dir),
+            detection=DetectionSettings.from_section(section["detection"], model_dir) if detection else None,
         )
 
     def as_yaml_section(self) -> dict[str, Any]:
@@ -111,6 +187,10 @@ class HandlerSettings:
         values["labels"] = Path(values["labels"]).name
         values["limits"] = asdict(self.limits)
         values["inference"] = asdict(self.inference)
+        if self.detection is None:
+            values.pop("detection")
+        else:
+            values["detection"] = self.detection.as_yaml_section()
         if self.openvino is None:
             values.pop("openvino")
         elif self.openvino.file is None:

@@ -17,12 +17,16 @@ try:
     from ts.metrics.dimension import Dimension
     from ts.metrics.metric_type_enum import MetricTypes
 
+    from handler.detection import DETECTION_MODELS
+    from handler.detection_pipeline import ActionDetector
     from handler.errors import RequestError
     from handler.labels import read_labels
     from handler.memory import configure_allocator, release_memory
     from handler.models import get_spec
+    from handler.persons import describe as describe_persons
+    from handler.persons import load_person_detector
     from handler.pipeline import VideoClassifier, select_device
-    from handler.request import Limits, ParsedRow, parse_row, parse_views
+    from handler.request import Limits, ParsedRow, parse_detection_request, parse_request, parse_row, parse_views
     from handler.settings import HandlerSettings
 except ImportError as e:
     # TorchServe answers an ImportError here by trying its built-in handlers, which hides the real cause.
@@ -32,11 +36,12 @@ logger = logging.getLogger(__name__)
 
 
 class SlowFastHandler:
-    """TorchServe handler for the registry's video classifiers."""
+    """TorchServe handler for the registry's video classifiers and AVA action detection models."""
 
     def __init__(self) -> None:
-        self.classifier: VideoClassifier | None = None
+        self.classifier: VideoClassifier | ActionDetector | None = None
         self.limits: Limits | None = None
+        self.parse = parse_request
 
     def initialize(self, context: Any) -> None:
         """Loads the model named in the archive's ``handler:`` settings onto the assigned device."""
@@ -49,19 +54,37 @@ class SlowFastHandler:
         )
         labels = read_labels(settings.labels)
         device = select_device(properties.get("gpu_id"))
-        self.classifier = VideoClassifier.load(
-            get_spec(settings.model),
-            settings.checkpoint,
-            labels,
-            device,
-            settings.limits,
-            settings.inference,
-            settings.openvino,
-        )
+        detection = settings.detection
+        if detection is not None:
+            persons = None
+            if detection.detector:
+                persons = load_person_detector(detection.detector, detection.detector_file, detection.threshold, device)
+            self.classifier = ActionDetector.load(
+                DETECTION_MODELS[settings.model],
+                settings.checkpoint,
+                labels,
+                device,
+                persons,
+                settings.limits,
+                settings.inference,
+                detection.max_boxes,
+            )
+            self.parse = parse_detection_request
+        else:
+            self.classifier = VideoClassifier.load(
+                get_spec(settings.model),
+                settings.checkpoint,
+                labels,
+                device,
+                settings.limits,
+                settings.inference,
+                settings.openvino,
+            )
         self.limits = Limits(
             num_classes=len(labels),
             default_top_k=min(settings.top_k, len(labels)),
             default_views=parse_views(settings.views),
+            max_boxes=detection.max_boxes if detection else Limits.max_boxes,
         )
         logger.info(
             "loaded %s (weights %s, %d classes) on %s, engine %s, batch size %s, %s, %s",
@@ -85,13 +108,15 @@ class SlowFastHandler:
         rows: list[ParsedRow | RequestError] = []
         for row, row_headers in zip(data, headers, strict=True):
             try:
-                rows.append(parse_row(row, row_headers, self.limits))
+                rows.append(parse_row(row, row_headers, self.limits, self.parse))
             except RequestError as error:
                 rows.append(error)
         # Every video of the batch (a KServe request may hold several) goes through one classify call, so they
         # share forwards; the results are then grouped back per TorchServe request.
         videos = [[row] if isinstance(row, RequestError) else row.requests for row in rows]
-        results = iter(self.classifier.classify([video for group in videos for video in group]))
+        flat = [video for group in videos for video in group]
+        run = self.classifier.detect if isinstance(self.classifier, ActionDetector) else self.classifier.classify
+        results = iter(run(flat))
         responses, outcomes = [], []
         for idx, row in enumerate(rows):
             mine = [next(results) for _ in videos[idx]]
@@ -119,9 +144,12 @@ class SlowFastHandler:
 
     def describe(self) -> dict[str, Any]:
         """What the management API's customized description shows (``customizedMetadata``): the model, its
-        weights and the engine this worker runs."""
+        weights and the engine this worker runs (and an AVA detection model's person detector)."""
         classifier = self.classifier
-        return {"model": classifier.spec.name, "weights": classifier.weights, "engine": classifier.engine}
+        described = {"model": classifier.spec.name, "weights": classifier.weights, "engine": classifier.engine}
+        if isinstance(classifier, ActionDetector):
+            described["detector"] = describe_persons(classifier.persons)
+        return described
 
 
 def _is_grpc(headers: dict[str, Any]) -> bool:
@@ -143,6 +171,17 @@ def _log_request(request_id: str | None, result: dict[str, Any] | RequestError) 
     """One JSON line per request in the model log: id, outcome, timings, input size."""
     if isinstance(result, RequestError):
         line = {"request_id": request_id, "status": result.status, "error_type": result.type}
+    elif "predictions" not in result:  # an AVA detection answer
+        keyframes = result["timeline"]["keyframes"] if "timeline" in result else [result]
+        video = result["video"]
+        line = {
+            "request_id": request_id,
+            "status": 200,
+            "keyframes": len(keyframes),
+            "boxes": sum(len(keyframe["detections"]) for keyframe in keyframes),
+            "resolution": f"{video['width']}x{video['height']}",
+            "timing_ms": result["timing_ms"],
+        }
     else:
         video = result["video"]
         line = {
@@ -163,7 +202,7 @@ def _record_metrics(metrics: Any, outcomes: list[dict[str, Any]], max_clips_per_
     lists them."""
     clips = 0
     for response in outcomes:
-        if "predictions" not in response:
+        if "timing_ms" not in response:  # an error body
             kind = Dimension("error_type", response["type"])
             metrics.add_counter("video_request_errors_total", 1, dimensions=[kind])
             continue
@@ -175,7 +214,10 @@ def _record_metrics(metrics: Any, outcomes: list[dict[str, Any]], max_clips_per_
             metrics.add_metric(name, ms / 1000, "s", metric_type=MetricTypes.HISTOGRAM)
         resolution = Dimension("resolution", _resolution(response["video"]["height"]))
         metrics.add_counter("video_requests_total", 1, dimensions=[resolution])
-        clips += len(response["views"]["windows"]) * response["views"]["crops"]
+        if "views" in response:
+            clips += len(response["views"]["windows"]) * response["views"]["crops"]
+        else:  # an AVA detection answer: one clip per keyframe
+            clips += len(response["timeline"]["keyframes"]) if "timeline" in response else 1
         inference_seconds = timing["inference"] / 1000  # the batch's forward: the same in every answer
     if clips:
         forwards = -(-clips // max_clips_per_forward)

@@ -51,6 +51,12 @@ if [[ -n "$venv" ]]; then
   python="$venv/bin/python"
 fi
 
+# opencv-python-headless (pinned before the contrib build) and opencv-contrib-python-headless both install cv2/:
+# the old one goes first, or pip would leave the two overwriting each other's files.
+if "$python" -m pip show --quiet opencv-python-headless >/dev/null 2>&1; then
+  "$python" -m pip uninstall --quiet --yes opencv-python-headless opencv-contrib-python-headless
+fi
+
 # pip prints one 'Location ... is ignored' warning per package for local mirrors that lack it; they are noise.
 "$python" -m pip install --quiet --disable-pip-version-check -r "$requirements" \
   2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)

@@ -108,6 +108,13 @@ COMMANDS: dict[str, Command] = {
         "slowfast-serve timeline match.mp4 --stride-sec 1 --plot match.png --annotate match-labelled.mp4",
         "slowfast-serve timeline match.mp4 --model motion_demo --json",
     ),
+    "detect": _client(
+        "detect",
+        "who does what: AVA actions per person box, at a keyframe or every few seconds (AVA detection models)",
+        "slowfast-serve detect clip.mp4 --model slowfast_r50_detection --boxes '[[10, 20, 200, 400]]'",
+        "slowfast-serve detect match.mp4 --model slowfast_r50_detection --every 1 --annotate match-actions.mp4",
+        "slowfast-serve detect clip.mp4 --model slow_r50_detection --keyframe-sec 2.5 --top-k 3 --json",
+    ),
     "stream": _client(
         "stream",
         "classify a webcam, an RTSP/HTTP stream or a file played as one",

@@ -127,11 +127,15 @@ def tutorial_detection_scores(
     boxes: np.ndarray,
     num_frames: int,
     slow_fast_alpha: int | None,
+    rotation: int = 0,
 ) -> torch.Tensor:
     """The tutorial's per-box scores at a keyframe: its 1 s clip around it, its transform, the boxes with a zero
-    batch-index column, one video at a time. ``(N, 80)``."""
+    batch-index column, one video at a time. ``(N, 80)``. ``rotation``: degrees counterclockwise the file's frames
+    are turned first (the tutorial reads none; for a phone video's display rotation, applied to the same pixels
+    the service turns upright)."""
     video = EncodedVideo.from_path(str(path))
     clip = video.get_clip(keyframe_sec - 0.5, keyframe_sec + 0.5)["video"]
+    clip = torch.rot90(clip, rotation // 90, dims=(2, 3))  # (C, T, H, W): as np.rot90 on (H, W)
     inputs, inp_boxes = ava_inference_transform(clip, boxes, num_frames, slow_fast_alpha)
     inp_boxes = torch.cat([torch.zeros(inp_boxes.shape[0], 1), inp_boxes], dim=1)
     inputs = [inp[None] for inp in inputs] if isinstance(inputs, list) else inputs[None]

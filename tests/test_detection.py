@@ -29,7 +29,7 @@ from handler.detection import (
 from handler.labels import AVA_ACTIONS, AVA_EVALUATED_IDS, label_set
 from handler.models import get_spec, save_random_checkpoint
 from tests.reference import tutorial_detection_scores
-from tests.videos import encode, moving_frames
+from tests.videos import moving_videos
 
 #: (height, width, fps, keyframe_sec, boxes in pixels; some partly outside the frame)
 VIDEOS = {
@@ -42,11 +42,7 @@ VIDEOS = {
 @pytest.fixture(scope="module")
 def videos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("ava")
-    paths = {}
-    for i, (name, (height, width, fps, _, _)) in enumerate(VIDEOS.items()):
-        paths[name] = root / f"video{i}.mp4"
-        paths[name].write_bytes(encode(moving_frames(3 * fps, height, width, seed=i), fps=fps))
-    return paths
+    return moving_videos(root, {name: video[:3] for name, video in VIDEOS.items()})
 
 
 def _network(spec: DetectionSpec) -> torch.nn.Module:

@@ -30,10 +30,12 @@ from slowfast_serve.server.torchserve import REPO, TorchServe, read_properties
 from slowfast_serve.training.motion_data import make_video
 
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
-SERVED = ("motion_demo", "slowfast_r50")  # both names serve the demo archive
+SERVED = ("motion_demo", "slowfast_r50", "slow_r50_detection")  # the first two serve the demo archive
+DETECTION = "slow_r50_detection"  # random-init, with the HOG people detector
 #: Subcommands that run here when their models are served and their files exist.
 RUNNABLE = {
     "classify",
+    "detect",
     "timeline",
     "models",
     "scale",
@@ -119,7 +121,7 @@ def runs_here(command: Command) -> bool:
 def test_the_docs_have_commands_of_every_kind() -> None:
     ran = [c for c in COMMANDS if runs_here(c)]
     subcommands = {c.words[1] for c in ran if c.program == "slowfast-serve"}
-    assert {"classify", "timeline", "models", "register", "kserve", "export", "motion-data"} <= subcommands
+    assert {"classify", "detect", "timeline", "models", "register", "kserve", "export", "motion-data"} <= subcommands
     assert any(c.program == "curl" for c in ran)
     assert any("--grpc" in c.words for c in ran)
     assert any("--annotate" in c.words and "--plot" in c.words for c in ran)
@@ -182,8 +184,9 @@ def _default_addresses() -> list[str]:
 @pytest.fixture(scope="module")
 def docs_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TorchServe]:
     """motion_demo served as motion_demo and slowfast_r50 on the default ports, the model API on; its archive
-    also in the checkout's model_store/ (as `make archive MODEL=motion_demo` leaves it, for the kserve example)."""
-    from slowfast_serve.server.archive import build_archive
+    also in the checkout's model_store/ (as `make archive MODEL=motion_demo` leaves it, for the kserve example).
+    Beside them, slow_r50_detection with random weights and the HOG people detector (docs/detection.md)."""
+    from slowfast_serve.server.archive import DetectionBuild, build_archive
 
     if not _ports_free():
         pytest.skip("the documented commands use the default ports, which are in use here (make stop first)")
@@ -192,6 +195,7 @@ def docs_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TorchServe
     store = tmp_path_factory.mktemp("store")
     mar = build_archive("motion_demo", checkpoint, model_store=store)
     shutil.copy(mar, store / "slowfast_r50.mar")
+    build_archive(DETECTION, None, model_store=store, detection=DetectionBuild(detector="hog"))
     server = TorchServe(tmp_path_factory.mktemp("ts"), store)
     server.start({name: f"{name}.mar" for name in SERVED}, overrides={"enable_model_api": "true"})
     try:

@@ -11,9 +11,11 @@ from pathlib import Path
 import pytest
 
 from handler.decode import DecodeLimits
+from handler.detection import DETECTION_MODELS
 from handler.models import REGISTRY, TOOLBOX_MODELS, ModelSpec
+from handler.persons import DETECTORS
 from handler.pipeline import InferenceOptions
-from handler.request import DEFAULT_TOP_K, OPTIONS
+from handler.request import DEFAULT_TOP_K, DETECTION_OPTIONS, OPTIONS
 from slowfast_serve.cli import COMMANDS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -144,3 +146,15 @@ def test_command_line_table_lists_every_subcommand() -> None:
     section = README.split("**The command line.**")[1].split("\n\n")[1]
     listed = set(re.findall(r"`([a-z-]+)`", "\n".join(row.split("|")[1] for row in section.splitlines()[2:])))
     assert listed == set(COMMANDS)
+
+
+def test_detection_doc_lists_every_detection_option() -> None:
+    doc = (REPO / "docs" / "detection.md").read_text()
+    for option in DETECTION_OPTIONS:
+        assert re.search(rf"^\| .* \| `{option.name}` \| `{option.header}` \|", doc, flags=re.MULTILINE), option
+    for name, threshold in DETECTORS.items():
+        assert f"`{name}`" in doc
+        assert str(threshold) in doc
+    for spec in DETECTION_MODELS.values():
+        assert f"| `{spec.name}` |" in doc
+        assert f"| {spec.map_percent} | {spec.params_m} | `{spec.checkpoint_filename}` |" in doc

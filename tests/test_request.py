@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from handler.errors import RequestError
-from handler.request import MAX_INSTANCES, Limits, VideoRequest, parse_request, parse_row
+from handler.request import MAX_INSTANCES, Limits, VideoRequest, parse_detection_request, parse_request, parse_row
 
 LIMITS = Limits(num_classes=400, default_top_k=5)
 VIDEO = bytearray(b"\x00\x00\x00\x18ftypmp42")
@@ -139,3 +139,77 @@ def test_a_bad_kserve_body_fails_as_a_whole(instances: object, error_type: str, 
         parse_row({"body": {"instances": instances}}, {}, LIMITS)
     assert (caught.value.status, caught.value.type) == (400, error_type)
     assert where in caught.value.message
+
+
+AVA = Limits(num_classes=80, default_top_k=5, max_boxes=3)
+
+
+def _detection_error(row: dict, headers: dict | None = None) -> RequestError:
+    with pytest.raises(RequestError) as info:
+        parse_detection_request(row, headers or {}, AVA)
+    return info.value
+
+
+def test_detection_fields_and_defaults() -> None:
+    request = parse_detection_request(
+        {"data": VIDEO, "boxes": b"[[1, 2.5, 30, 40], [0, 0, 5, 5]]", "keyframe_sec": b"2.5", "threshold": b"0.2"},
+        {},
+        AVA,
+    )
+    assert request.boxes == ((1.0, 2.5, 30.0, 40.0), (0.0, 0.0, 5.0, 5.0))
+    assert (request.keyframe_sec, request.threshold, request.top_k, request.mode) == (2.5, 0.2, 5, "keyframe")
+    timeline = parse_detection_request({"body": VIDEO}, {"X-Stride-Sec": "2", "X-Mode": "Timeline"}, AVA)
+    assert (timeline.boxes, timeline.keyframe_sec, timeline.mode, timeline.stride_sec) == (None, None, "timeline", 2)
+    assert parse_detection_request({"body": VIDEO}, {"X-Boxes": "[]"}, AVA).boxes == ()  # no one: nothing to score
+    assert parse_detection_request({"data": VIDEO}, {}, AVA).boxes is None  # the detector finds them
+
+
+@pytest.mark.parametrize(
+    ("boxes", "status", "kind", "says"),
+    [
+        (b"[[1, 2, 3, 4]", 400, "InvalidBoxes", "not JSON"),
+        (b'{"x": 1}', 400, "InvalidBoxes", "a list of boxes"),
+        (b"[[1, 2, 3]]", 400, "InvalidBoxes", "boxes[0] must be 4 finite numbers"),
+        (b'[[0, 0, 9, 9], [1, 2, "3", 4]]', 400, "InvalidBoxes", "boxes[1] must be 4 finite numbers"),
+        (b"[[1, 2, true, 4]]", 400, "InvalidBoxes", "4 finite numbers"),
+        (b"[[1, 2, NaN, 4]]", 400, "InvalidBoxes", "4 finite numbers"),
+        (b"[[10, 0, 10, 5]]", 400, "InvalidBoxes", "x2 must exceed x1"),
+        (b"[[0, 8, 10, 5]]", 400, "InvalidBoxes", "y2 exceed y1"),
+        (b"[[0, 0, 1, 1], [0, 0, 1, 1], [0, 0, 1, 1], [0, 0, 1, 1]]", 413, "TooManyBoxes", "at most 3"),
+    ],
+)
+def test_bad_boxes(boxes: bytes, status: int, kind: str, says: str) -> None:
+    error = _detection_error({"data": VIDEO, "boxes": boxes})
+    assert (error.status, error.type) == (status, kind)
+    assert says in error.message
+
+
+@pytest.mark.parametrize(
+    ("row", "says"),
+    [
+        ({"threshold": b"1.5"}, "threshold must be a score from 0 to 1"),
+        ({"keyframe_sec": b"-1"}, "keyframe_sec must be a number of seconds >= 0"),
+        ({"mode": b"clip"}, "mode must be one of keyframe, timeline"),
+        ({"mode": b"timeline", "boxes": b"[[0, 0, 5, 5]]"}, "boxes belong to one keyframe"),
+    ],
+)
+def test_bad_detection_options(row: dict, says: str) -> None:
+    error = _detection_error({"data": VIDEO, **row})
+    assert (error.status, error.type) == (400, "InvalidOption")
+    assert says in error.message
+
+
+def test_each_kind_of_model_refuses_the_others_options() -> None:
+    error = _detection_error({"data": VIDEO, "views": b"10x3", "start_sec": b"1"})
+    assert error.type == "UnknownOption"
+    assert "'start_sec', 'views' (start_sec, views: the classifiers' options)" in error.message
+    assert "keyframe_sec, boxes, threshold" in error.message
+    error = _error({"data": VIDEO, "boxes": b"[[0, 0, 5, 5]]"})
+    assert error.type == "UnknownOption"
+    assert "'boxes' (boxes: the AVA detection models' option)" in error.message
+
+
+def test_detection_instances_of_a_kserve_body() -> None:
+    body = {"instances": [{"data": {"b64": "AAAA"}, "boxes": "[[0, 0, 5, 5]]"}, {"data": {"b64": "AAAA"}}]}
+    parsed = parse_row({"body": body}, {}, AVA, parse_detection_request)
+    assert [r.boxes for r in parsed.requests] == [((0.0, 0.0, 5.0, 5.0),), None]

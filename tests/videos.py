@@ -11,6 +11,7 @@ Two kinds of content:
 from __future__ import annotations
 
 import io
+import subprocess
 import tempfile
 from fractions import Fraction
 from pathlib import Path
@@ -20,7 +21,18 @@ import numpy as np
 
 from slowfast_serve.training.motion_data import encode
 
-__all__ = ["LOSSLESS", "audio_only", "encode", "frame_index", "indexed_frames", "lossless_indexed", "moving_frames"]
+__all__ = [
+    "LOSSLESS",
+    "audio_only",
+    "encode",
+    "frame_index",
+    "indexed_frames",
+    "lossless_indexed",
+    "moving_frames",
+    "moving_videos",
+    "pedestrians",
+    "with_rotation",
+]
 
 LOSSLESS = {"codec": "libx264rgb", "pix_fmt": "rgb24", "options": {"crf": "0"}}
 
@@ -92,3 +104,43 @@ def faststart(data: bytes) -> bytes:
                     packet.stream = stream
                     out.mux(packet)
         return path.read_bytes()
+
+
+# OpenCV's sample video of people walking across a campus (768x576, 10 fps, 79.5 s, MS-MPEG4 in AVI), as Debian
+# ships it in opencv-doc: real pedestrians for the person detectors.
+PEDESTRIAN_PACKAGE = "opencv-doc"
+PEDESTRIAN_FILE = "./usr/share/doc/opencv-doc/examples/data/vtest.avi"
+
+
+def pedestrians(directory: Path, seconds: float = 6.0) -> Path:
+    """The first ``seconds`` of OpenCV's pedestrian sample, re-encoded as H.264 mp4 (``directory/pedestrians.mp4``).
+
+    Downloads the Debian package (``apt-get download``: a package registry, which CI reaches) and unpacks only
+    that file; fails with the command's output when the registry cannot be reached."""
+    for command in (
+        ["apt-get", "download", PEDESTRIAN_PACKAGE],
+        ["sh", "-c", f"dpkg-deb --fsys-tarfile {PEDESTRIAN_PACKAGE}_*.deb | tar -x {PEDESTRIAN_FILE}"],
+    ):
+        result = subprocess.run(command, cwd=directory, capture_output=True, text=True)
+        if result.returncode != 0:
+            raise RuntimeError(f"{' '.join(command)} failed ({result.returncode}): {result.stdout}{result.stderr}")
+    out = directory / "pedestrians.mp4"
+    encode_command = ["ffmpeg", "-v", "error", "-y", "-i", str(directory / PEDESTRIAN_FILE), "-t", str(seconds)]
+    subprocess.run([*encode_command, "-c:v", "libx264", "-pix_fmt", "yuv420p", str(out)], check=True)
+    return out
+
+
+def with_rotation(source: Path, out: Path, degrees: int) -> Path:
+    """``source`` remuxed (same packets) with display rotation metadata, as a phone writes it."""
+    command = ["ffmpeg", "-v", "error", "-y", "-i", str(source), "-c", "copy", "-metadata:s:v:0", f"rotate={degrees}"]
+    subprocess.run([*command, str(out)], check=True)
+    return out
+
+
+def moving_videos(root: Path, sizes: dict[str, tuple[int, int, int]], seconds: int = 3) -> dict[str, Path]:
+    """One H.264 mp4 of :func:`moving_frames` per ``name: (height, width, fps)``, ``seconds`` long, in ``root``."""
+    paths = {}
+    for i, (name, (height, width, fps)) in enumerate(sizes.items()):
+        paths[name] = root / f"video{i}.mp4"
+        paths[name].write_bytes(encode(moving_frames(seconds * fps, height, width, seed=i), fps=fps))
+    return paths

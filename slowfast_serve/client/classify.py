@@ -41,18 +41,20 @@ def _options(args: argparse.Namespace) -> dict[str, object]:
     }
 
 
-def _http_sender(args: argparse.Namespace, token: str | None) -> folders.Sender:
-    """``video -> (HTTP status, JSON body)``; raises ``ServiceUnreachableError`` when the server is unreachable."""
+def http_sender(args: argparse.Namespace, token: str | None, options: dict[str, object]) -> folders.Sender:
+    """``video -> (HTTP status, JSON body)`` of a request with ``options`` as form fields; raises
+    ``ServiceUnreachableError`` when the server is unreachable."""
     client = Client(args.url, token, model=args.model, timeout=args.timeout)
 
     def send(video: Path) -> tuple[int, dict]:
-        return client.send(video, **_options(args))
+        return client.send(video, **options)
 
     return send
 
 
-def _grpc_sender(args: argparse.Namespace, token: str | None) -> folders.Sender:
-    """``video -> (status, JSON body)`` over gRPC: a handler error's own status, else the gRPC failure."""
+def grpc_sender(args: argparse.Namespace, token: str | None, options: dict[str, object]) -> folders.Sender:
+    """``video -> (status, JSON body)`` over gRPC (``options`` as input fields): a handler error's own status,
+    else the gRPC failure."""
     import grpc
 
     from slowfast_serve.client.grpc_client import GrpcClient, PredictionError
@@ -62,7 +64,7 @@ def _grpc_sender(args: argparse.Namespace, token: str | None) -> folders.Sender:
 
     def send(video: Path) -> tuple[int, dict]:
         try:
-            return 200, client.predict(args.model, video.read_bytes(), **_options(args))
+            return 200, client.predict(args.model, video.read_bytes(), **options)
         except PredictionError as e:
             return e.status, {"code": e.status, "type": e.type, "message": e.message}
         except grpc.RpcError as e:
@@ -122,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
     errors = Console(stderr=True)
     key_file = find_key_file(args.key_file)
     token = token_from_args(args)
-    send = _grpc_sender(args, token) if args.grpc else _http_sender(args, token)
+    send = (grpc_sender if args.grpc else http_sender)(args, token, _options(args))
     if args.output or any(video.is_dir() for video in args.videos):
         output = args.output or Path("classifications.jsonl")
         try:

@@ -5,6 +5,8 @@ Every failure raises :class:`~slowfast_serve.client.errors.ServiceError` with th
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,7 @@ from slowfast_serve.client.keys import find_key_file, read_token
 DEFAULT_URL = "http://127.0.0.1:8080"
 DEFAULT_MODEL = "slowfast_r50"
 
-#: What :meth:`Client.classify` accepts as a video: a path, or the file's bytes.
+#: What :meth:`Client.classify` and :meth:`Client.detect` accept as a video: a path, or the file's bytes.
 Video = str | Path | bytes
 
 
@@ -122,6 +124,79 @@ class Classification:
         )
 
 
+@dataclass(frozen=True)
+class Detection:
+    """One person box of a keyframe and its AVA actions.
+
+    Attributes:
+        box: ``(x1, y1, x2, y2)`` in pixels of the upright frame, as the service clipped it to the frame.
+        person_score: the person detector's score, ``None`` for a box the request gave.
+        actions: the box's actions, best first; ``class_id`` is the AVA action id (1..80), each score a
+            probability of its own (several actions hold at once: a person can stand, talk and carry).
+    """
+
+    box: tuple[float, float, float, float]
+    person_score: float | None
+    actions: tuple[Prediction, ...]
+
+    @classmethod
+    def from_json(cls, item: dict[str, Any]) -> Detection:
+        score = item.get("person_score")
+        return cls(
+            box=tuple(float(v) for v in item["box"]),  # type: ignore[arg-type]
+            person_score=None if score is None else float(score),
+            actions=tuple(map(Prediction.from_json, item["actions"])),
+        )
+
+
+@dataclass(frozen=True)
+class Keyframe:
+    """One keyframe's answer: its time, the clip around it and one :class:`Detection` per box, in the order the
+    boxes were given (or found)."""
+
+    keyframe_sec: float
+    clip: dict[str, Any]
+    detections: tuple[Detection, ...]
+
+    @classmethod
+    def from_json(cls, item: dict[str, Any]) -> Keyframe:
+        return cls(float(item["keyframe_sec"]), dict(item["clip"]), tuple(map(Detection.from_json, item["detections"])))
+
+
+@dataclass(frozen=True)
+class Detections:
+    """A successful answer of an AVA detection model (docs/detection.md "Response").
+
+    Attributes:
+        model, weights, engine, video: as in :class:`Classification`.
+        detector: the person detector that found the boxes (``name``, ``weights``, ``threshold``), ``None`` when
+            the request gave them.
+        keyframes: one keyframe, or with ``every`` one per keyframe of the timeline.
+        body: the JSON as received.
+    """
+
+    model: str
+    weights: str
+    engine: dict[str, str]
+    detector: dict[str, Any] | None
+    keyframes: tuple[Keyframe, ...]
+    video: dict[str, Any]
+    body: dict[str, Any]
+
+    @classmethod
+    def from_json(cls, body: dict[str, Any]) -> Detections:
+        keyframes = body["timeline"]["keyframes"] if "timeline" in body else [body]
+        return cls(
+            model=str(body.get("model", "")),
+            weights=str(body.get("weights", "")),
+            engine=dict(body.get("engine", {})),
+            detector=body.get("detector"),
+            keyframes=tuple(map(Keyframe.from_json, keyframes)),
+            video=dict(body.get("video", {})),
+            body=body,
+        )
+
+
 def engine_text(engine: Any) -> str:
     """``openvino fp32 on cpu``: an ``engine`` object of a response or a worker description (``-`` without one)."""
     if not isinstance(engine, dict) or "name" not in engine:
@@ -191,10 +266,13 @@ class Client:
             return response.status_code, {"type": "NonJsonResponse", "message": response.text[:500]}
 
     def _answer(self, video: Video, model: str | None, options: dict[str, object]) -> Classification:
+        return Classification.from_json(self._body(video, model, options))
+
+    def _body(self, video: Video, model: str | None, options: dict[str, object]) -> dict[str, Any]:
         status, body = self.send(video, model=model, **options)
         if status != 200:
             raise ServiceError.from_body(status, body)
-        return Classification.from_json(body)
+        return body
 
     def classify(
         self,
@@ -225,3 +303,29 @@ class Client:
         result's ``timeline`` holds the windows and merged intervals."""
         options = {"mode": "timeline", "stride_sec": stride_sec, "start_sec": start_sec, "top_k": top_k}
         return self._answer(video, model, options)
+
+    def detect(
+        self,
+        video: Video,
+        *,
+        model: str | None = None,
+        keyframe_sec: float | None = None,
+        boxes: Sequence[Sequence[float]] | None = None,
+        top_k: int | None = None,
+        threshold: float | None = None,
+        every: float | None = None,
+    ) -> Detections:
+        """Who does what (an AVA detection model): the actions of each person box at ``keyframe_sec`` (default:
+        the middle of the video), or with ``every`` at a keyframe every that many seconds from ``keyframe_sec``
+        (default: half a second in) to the end. ``boxes``: ``[[x1, y1, x2, y2], ...]`` in pixels of the upright
+        frame; ``None``: the archive's person detector finds them.
+
+        Raises:
+            ServiceError: the server's error (``InvalidBoxes``, ``NoBoxes``, ``KeyframeOutOfRange`` ...).
+        """
+        options: dict[str, object] = {"keyframe_sec": keyframe_sec, "top_k": top_k, "threshold": threshold}
+        if boxes is not None:
+            options["boxes"] = json.dumps([[float(v) for v in box] for box in boxes])
+        if every is not None:
+            options.update(mode="timeline", stride_sec=every)
+        return Detections.from_json(self._body(video, model, options))

@@ -3,22 +3,20 @@ intervals, a PNG timeline plot (``--plot``), and a copy of the video with the cu
 (``--annotate``).
 
 The plot has one row per label that some interval carries (a bar over each of its intervals) and, below, the
-top-1 score of every window. The annotated copy is re-encoded as H.264 mp4 at the source frame rate; each
-frame shows the label (and mean score) of the interval it falls in. The server answer is printed as JSON with
-``--json``.
+top-1 score of every window. The annotated copy (:func:`~slowfast_serve.client.overlay.burn_in`: H.264 mp4 at the
+source frame rate, upright) shows on each frame the label (and mean score) of the interval it falls in. The server
+answer is printed as JSON with ``--json``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 import av
 import matplotlib
-import numpy as np
 import requests
 from matplotlib.figure import Figure
 from PIL import Image, ImageDraw, ImageFont
@@ -27,6 +25,7 @@ from rich.console import Console
 from slowfast_serve.client.classify import render
 from slowfast_serve.client.errors import ServiceError
 from slowfast_serve.client.options import add_service_arguments, client_from_args
+from slowfast_serve.client.overlay import burn_in
 
 FAILURES = (ServiceError, OSError, requests.RequestException, av.FFmpegError)
 
@@ -80,26 +79,13 @@ def draw_label(image: Image.Image, text: str) -> Image.Image:
 def annotate(source: Path, answer: dict[str, Any], path: Path) -> Path:
     """Re-encodes ``source`` with each frame's interval label drawn in a band at the top (H.264 mp4)."""
     intervals = answer["timeline"]["intervals"]
-    with av.open(str(source)) as reader, av.open(str(path), "w") as writer:
-        stream = reader.streams.video[0]
-        rate = stream.average_rate or Fraction(30)
-        out = writer.add_stream("libx264", rate=rate)
-        out.pix_fmt = "yuv420p"
-        start = stream.start_time or 0
-        for index, frame in enumerate(reader.decode(stream)):
-            image = frame.to_image()
-            if index == 0:
-                out.width, out.height = image.width - image.width % 2, image.height - image.height % 2
-            seconds = float((frame.pts - start) * stream.time_base) if frame.pts is not None else index / float(rate)
-            run = label_at(intervals, seconds)
-            if run is not None:
-                draw_label(image, f"{run['label']} ({run['mean_score']:.2f})  {seconds:.1f}s")
-            picture = np.asarray(image)[: out.height, : out.width]
-            for packet in out.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(picture), format="rgb24")):
-                writer.mux(packet)
-        for packet in out.encode():
-            writer.mux(packet)
-    return path
+
+    def draw(image: Image.Image, seconds: float) -> None:
+        run = label_at(intervals, seconds)
+        if run is not None:
+            draw_label(image, f"{run['label']} ({run['mean_score']:.2f})  {seconds:.1f}s")
+
+    return burn_in(source, path, draw)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

@@ -34,16 +34,20 @@ import yaml
 
 from handler.checkpoints import archive_checkpoint
 from handler.decode import DecodeLimits
+from handler.detection import DETECTION_MODELS, SERVED_MODELS, save_random_detection_checkpoint
+from handler.detection_pipeline import ActionDetector
 from handler.errors import RequestError
 from handler.export import AUTO_OPENVINO_FILE, SUFFIXES
 from handler.labels import label_set, read_labels, save_labels
-from handler.models import RANDOM_INIT, REGISTRY, ModelSpec, get_spec, save_random_checkpoint
+from handler.models import RANDOM_INIT, ModelSpec, get_spec, save_random_checkpoint
+from handler.persons import DETECTORS, TORCHVISION_DETECTORS, load_person_detector, save_random_person_detector
 from handler.pipeline import CpuEngine, InferenceOptions, VideoClassifier
-from handler.request import DEFAULT_TOP_K, parse_views
-from handler.settings import HandlerSettings, decode_limits, inference_options
+from handler.request import DEFAULT_MAX_BOXES, DEFAULT_TOP_K, parse_views
+from handler.settings import DetectionSettings, HandlerSettings, decode_limits, inference_options
 from slowfast_serve.cli import UsageError
 from slowfast_serve.server import REPO
 from slowfast_serve.server.export import ExportReport, default_device, export_checkpoint
+from slowfast_serve.server.weights import find_person_detector
 
 DEFAULT_STORE = REPO / "model_store"
 
@@ -70,6 +74,49 @@ class ServingConfig:
         }
 
 
+PERSONS_FILE = "persons.pth"  # a torchvision person detector's weights inside an AVA detection archive
+
+
+@dataclass(frozen=True)
+class DetectionBuild:
+    """How an AVA detection archive finds and bounds its boxes (``--max-boxes``, ``--detector``,
+    ``--detector-checkpoint``, ``--detector-threshold``; docs/detection.md).
+
+    Attributes:
+        max_boxes: the most boxes one keyframe is scored with.
+        detector: the person detector for requests without boxes (:data:`handler.persons.DETECTORS`), or ``None``.
+        detector_checkpoint: a torchvision detector's weights (default: torch.hub's cache, else a download; with
+            ``--random-init``, random weights, marked so).
+        detector_threshold: the lowest person score kept (default: the detector's own).
+    """
+
+    max_boxes: int = DEFAULT_MAX_BOXES
+    detector: str | None = None
+    detector_checkpoint: Path | None = None
+    detector_threshold: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.detector_checkpoint is not None and self.detector not in TORCHVISION_DETECTORS:
+            raise ValueError(
+                f"--detector-checkpoint is the weights of a torchvision detector ({', '.join(TORCHVISION_DETECTORS)}); "
+                f"the detector is {self.detector or 'none'}"
+            )
+        shipped = Path(PERSONS_FILE) if self.detector in TORCHVISION_DETECTORS else None
+        DetectionSettings(self.max_boxes, self.detector, shipped, self.detector_threshold)  # the other checks
+
+    def weights(self, random_init: bool) -> str:
+        """The detector's weights as a build record keeps them: a resolved path, ``random-init`` or ``""``."""
+        if self.detector not in TORCHVISION_DETECTORS:
+            return ""
+        if self.detector_checkpoint is not None:
+            return str(self.detector_checkpoint.resolve())
+        return RANDOM_INIT if random_init else str(find_person_detector(self.detector).resolve())
+
+    def record(self, random_init: bool) -> dict[str, Any]:
+        """What a build record keeps of it (the detector's weights resolved)."""
+        return {**asdict(self), "detector_checkpoint": self.weights(random_init)}
+
+
 @dataclass(frozen=True)
 class BuildRecord:
     """What went into an archive; ``slowfast-serve`` rebuilds when the wanted record differs."""
@@ -90,6 +137,24 @@ class BuildRecord:
     export: dict = field(default_factory=dict)  # export_model.ExportReport of an exported network
     conversion: dict = field(default_factory=dict)  # a toolbox's file converted at build time: its source record
     calibration: list = field(default_factory=list)  # an int8 export's calibration videos (resolved paths)
+    detection: dict = field(default_factory=dict)  # an AVA detection archive's DetectionBuild.record()
+
+    @staticmethod
+    def inputs(
+        name: str, model: str, checkpoint: Path | None, labels: Path | None, serving: ServingConfig, top_k: int
+    ) -> dict[str, Any]:
+        """The record's fields that name the archive and the files it was built from (``checkpoint`` ``None``:
+        random-init weights)."""
+        return {
+            "name": name,
+            "model": model,
+            "checkpoint": RANDOM_INIT if checkpoint is None else str(Path(checkpoint).resolve()),
+            "checkpoint_size": 0 if checkpoint is None else Path(checkpoint).stat().st_size,
+            "checkpoint_mtime": 0.0 if checkpoint is None else Path(checkpoint).stat().st_mtime,
+            "labels": str(labels.resolve()) if labels else "",
+            "serving": serving.as_yaml(),
+            "top_k": top_k,
+        }
 
     @staticmethod
     def path_for(name: str, model_store: Path) -> Path:
@@ -106,6 +171,7 @@ class BuildRecord:
         inference: InferenceOptions,
         views: str = "1x1",
         calibration: Sequence[Path] = (),
+        detection: dict | None = None,
     ) -> bool:
         """Whether this record was built from these inputs (and the checkpoint file is unchanged since).
 
@@ -123,6 +189,7 @@ class BuildRecord:
             asdict(inference),
             handler_version(),
             calibration_record(calibration, inference),
+            detection or {},
         )
         mine = (
             self.model,
@@ -135,6 +202,7 @@ class BuildRecord:
             self.inference,
             self.version,
             self.calibration,
+            self.detection,
         )
         if mine != wanted:
             return False
@@ -169,6 +237,7 @@ def build_archive(
     export_device: torch.device | None = None,
     calibration: Sequence[Path] = (),
     enforce: bool = True,
+    detection: DetectionBuild | None = None,
 ) -> Path:
     """Validates the inputs and writes ``<model_store>/<name>.mar``; returns its path.
 
@@ -189,16 +258,23 @@ def build_archive(
         calibration: videos or folders of them, for an ``export=openvino precision=int8`` archive's quantization.
         enforce: fail an export that disagrees with eager beyond its bound (off for benchmarks of random weights:
             :func:`~slowfast_serve.server.export.export_checkpoint`).
+        detection: an AVA detection model's boxes and person detector (default: :class:`DetectionBuild`'s).
     """
-    spec = get_spec(model)
     limits = limits or DecodeLimits()
     inference = inference or InferenceOptions()
+    name = name or model
+    serving = serving or ServingConfig()
+    if model in DETECTION_MODELS:
+        return build_detection_archive(
+            model, checkpoint, labels, name, model_store, serving, top_k, limits, inference, detection
+        )
+    if detection is not None:
+        raise ValueError(f"the detection settings (boxes, person detector) apply to {', '.join(DETECTION_MODELS)}")
+    spec = get_spec(model)
     try:
         parse_views(views)
     except RequestError as e:
         raise ValueError(e.message) from None
-    name = name or model
-    serving = serving or ServingConfig()
     model_store.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f"archive-{name}-") as tmp:
         staging = Path(tmp)
@@ -226,7 +302,6 @@ def build_archive(
             weights = report.weights
             print(report.summary(), file=sys.stderr)
 
-        shutil.copytree(REPO / "handler", extra / "handler", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
         settings = HandlerSettings(
             model=model,
             checkpoint=shipped,
@@ -237,22 +312,10 @@ def build_archive(
             inference=inference,
             openvino=openvino,
         )
-        save_labels(class_names, settings.labels)
-        config = staging / "model-config.yaml"
-        config.write_text(yaml.safe_dump({**serving.as_yaml(), "handler": settings.as_yaml_section()}, sort_keys=False))
-        run_archiver(
-            name, REPO / "handler" / "ts_handler.py", serialized, extra, config, model_store, handler_version()
-        )
+        package(name, settings, class_names, serialized, serving, model_store)
         record = BuildRecord(
-            name=name,
-            model=model,
-            checkpoint=RANDOM_INIT if random_init else str(Path(checkpoint).resolve()),
-            checkpoint_size=0 if random_init else Path(checkpoint).stat().st_size,
-            checkpoint_mtime=0.0 if random_init else Path(checkpoint).stat().st_mtime,
-            labels=str(labels.resolve()) if labels else "",
+            **BuildRecord.inputs(name, model, None if random_init else checkpoint, labels, serving, top_k),
             weights=weights,
-            serving=serving.as_yaml(),
-            top_k=top_k,
             views=views,
             limits=asdict(limits),
             calibration=calibration_record(calibration, inference),
@@ -260,6 +323,75 @@ def build_archive(
             version=handler_version(),
             export=_export_record(report, serialized, openvino),
             conversion={**conversion.source, "archived_as": shipped.name} if conversion else {},
+        )
+    BuildRecord.path_for(name, model_store).write_text(json.dumps(asdict(record), indent=2) + "\n")
+    return model_store / f"{name}.mar"
+
+
+def build_detection_archive(
+    model: str,
+    checkpoint: Path | None,
+    labels: Path | None,
+    name: str,
+    model_store: Path,
+    serving: ServingConfig,
+    top_k: int,
+    limits: DecodeLimits,
+    inference: InferenceOptions,
+    detection: DetectionBuild | None,
+) -> Path:
+    """:func:`build_archive` of an AVA detection model: its checkpoint (the official format), labels, the person
+    detector (a torchvision detector's weights as ``persons.pth``) and the ``detection:`` settings. The network,
+    the labels and the detector are loaded together first, as a worker will."""
+    spec = DETECTION_MODELS[model]
+    detection = detection or DetectionBuild()
+    if inference.export not in ("auto", "eager") or inference.compile:
+        raise ValueError(
+            f"{model} is served eager (its RoIAlign head has no checked export yet): drop export={inference.export}"
+            + (" and compile=true" if inference.compile else "")
+        )
+    random_init = checkpoint is None
+    detector_weights = detection.weights(random_init)
+    model_store.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f"archive-{name}-") as tmp:
+        staging = Path(tmp)
+        if checkpoint is None:
+            checkpoint = save_random_detection_checkpoint(spec, staging / f"{model}-random-init.pyth")
+        class_names = read_labels(labels) if labels else label_set(spec.labels)
+        extra = staging / "extra"
+        extra.mkdir()
+        persons_file = None
+        if detection.detector in TORCHVISION_DETECTORS:
+            persons_file = extra / PERSONS_FILE
+            if detector_weights == RANDOM_INIT:
+                save_random_person_detector(detection.detector, persons_file)
+            else:
+                shutil.copyfile(detector_weights, persons_file)
+        settings = HandlerSettings(
+            model=model,
+            checkpoint=checkpoint,
+            labels=extra / "labels.json",
+            top_k=top_k,
+            limits=limits,
+            inference=inference,
+            detection=DetectionSettings(
+                detection.max_boxes, detection.detector, persons_file, detection.detector_threshold
+            ),
+        )
+        cpu = torch.device("cpu")
+        persons = None
+        if detection.detector:
+            persons = load_person_detector(detection.detector, persons_file, settings.detection.threshold, cpu)
+        checking = InferenceOptions(export="eager", warmup=False, decode_workers=1)
+        weights = ActionDetector.load(spec, checkpoint, class_names, cpu, persons, options=checking).weights
+        package(name, settings, class_names, checkpoint, serving, model_store)
+        record = BuildRecord(
+            **BuildRecord.inputs(name, model, None if random_init else checkpoint, labels, serving, top_k),
+            weights=weights,
+            limits=asdict(limits),
+            inference=asdict(inference),
+            version=handler_version(),
+            detection={**asdict(detection), "detector_checkpoint": detector_weights},
         )
     BuildRecord.path_for(name, model_store).write_text(json.dumps(asdict(record), indent=2) + "\n")
     return model_store / f"{name}.mar"
@@ -285,6 +417,25 @@ def cpu_engine(
         return CpuEngine(file=None, unavailable=f"its OpenVINO conversion failed its check at archive time: {e}"), None
     print(f"export=auto: CPU workers serve {report.summary()}", file=sys.stderr)
     return CpuEngine(file=output), report
+
+
+def package(
+    name: str,
+    settings: HandlerSettings,
+    labels: Sequence[str],
+    serialized: Path,
+    serving: ServingConfig,
+    model_store: Path,
+) -> None:
+    """Writes ``<model_store>/<name>.mar``: the handler package, ``labels`` and the files already in the directory
+    of ``settings.labels`` (the archive's root), ``serialized`` and ``model-config.yaml`` (``serving`` and
+    ``settings``)."""
+    extra = Path(settings.labels).parent
+    shutil.copytree(REPO / "handler", extra / "handler", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    save_labels(labels, settings.labels)
+    config = extra.parent / "model-config.yaml"
+    config.write_text(yaml.safe_dump({**serving.as_yaml(), "handler": settings.as_yaml_section()}, sort_keys=False))
+    run_archiver(name, REPO / "handler" / "ts_handler.py", serialized, extra, config, model_store, handler_version())
 
 
 def _export_record(report: ExportReport | None, serialized: Path, openvino: CpuEngine | None) -> dict:
@@ -390,8 +541,56 @@ def add_setting_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_detection_arguments(parser: argparse.ArgumentParser) -> None:
+    """The AVA detection models' build options, shared with ``slowfast-serve serve`` (docs/detection.md)."""
+    group = parser.add_argument_group("AVA detection models (slowfast_r50_detection, slow_r50_detection)")
+    group.add_argument(
+        "--detector",
+        choices=[*DETECTORS, "none"],
+        default="none",
+        help="person detector for requests without boxes: torchvision's COCO Faster R-CNN (weights from torch.hub's "
+        "cache, a download or --detector-checkpoint), OpenCV's built-in HOG (no weights, weaker), or none "
+        "(requests must give boxes; default)",
+    )
+    group.add_argument("--detector-checkpoint", type=Path, help="the torchvision detector's weights file")
+    group.add_argument(
+        "--detector-threshold",
+        type=float,
+        help=f"lowest person score kept (default: {', '.join(f'{k} {v}' for k, v in DETECTORS.items())})",
+    )
+    group.add_argument(
+        "--max-boxes", type=int, default=DEFAULT_MAX_BOXES, help="boxes scored per keyframe at most (default: 32)"
+    )
+
+
+def detection_build(args: argparse.Namespace) -> DetectionBuild | None:
+    """The detection options given, for an AVA detection model; ``None`` for a classifier given none of them.
+
+    Raises:
+        UsageError: detection options for a classifier, or invalid ones.
+    """
+    given = args.detector != "none" or args.detector_checkpoint or args.detector_threshold is not None
+    given = given or args.max_boxes != DEFAULT_MAX_BOXES
+    if args.model not in DETECTION_MODELS:
+        if given:
+            raise UsageError(
+                f"--detector, --detector-checkpoint, --detector-threshold and --max-boxes apply to the AVA detection "
+                f"models ({', '.join(DETECTION_MODELS)}), not {args.model}"
+            )
+        return None
+    try:
+        return DetectionBuild(
+            max_boxes=args.max_boxes,
+            detector=None if args.detector == "none" else args.detector,
+            detector_checkpoint=args.detector_checkpoint,
+            detector_threshold=args.detector_threshold,
+        )
+    except ValueError as e:
+        raise UsageError(str(e)) from e
+
+
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, choices=sorted(REGISTRY), help="registry model name")
+    parser.add_argument("--model", required=True, choices=SERVED_MODELS, help="registry model name")
     weights = parser.add_mutually_exclusive_group(required=True)
     weights.add_argument(
         "--checkpoint",
@@ -423,6 +622,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="where --inference export=torchscript|aoti is built and checked (default: cuda when present, else cpu; "
         "export=openvino: cpu)",
     )
+    add_detection_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -431,6 +631,7 @@ def run(args: argparse.Namespace) -> int:
         inference = parse_inference(args.inference)
     except ValueError as e:
         raise UsageError(str(e)) from e
+    detection = detection_build(args)
     serving = ServingConfig(
         batch_size=args.batch_size,
         max_batch_delay_ms=args.max_batch_delay,
@@ -452,6 +653,7 @@ def run(args: argparse.Namespace) -> int:
             views=args.views,
             export_device=args.export_device,
             calibration=args.calibration,
+            detection=detection,
         )
     except (ValueError, KeyError, OSError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)

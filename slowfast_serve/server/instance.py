@@ -14,16 +14,20 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from handler.decode import DecodeLimits
-from handler.models import RANDOM_INIT, REGISTRY, get_spec
+from handler.detection import DETECTION_MODELS, SERVED_MODELS, any_spec
+from handler.models import RANDOM_INIT
 from handler.pipeline import InferenceOptions
 from handler.request import DEFAULT_TOP_K
 from slowfast_serve.server import REPO
 from slowfast_serve.server.archive import (
     DEFAULT_STORE,
     BuildRecord,
+    DetectionBuild,
     ServingConfig,
+    add_detection_arguments,
     add_setting_arguments,
     build_archive,
+    detection_build,
     parse_inference,
     parse_limits,
 )
@@ -44,6 +48,7 @@ def ensure_archive(
     limits: DecodeLimits | None = None,
     inference: InferenceOptions | None = None,
     calibration: Sequence[Path] = (),
+    detection: DetectionBuild | None = None,
 ) -> Path:
     """The archive for these inputs, built only when it is missing or its build record differs."""
     serving = ServingConfig()
@@ -52,7 +57,7 @@ def ensure_archive(
     if random_init:
         wanted_checkpoint = RANDOM_INIT
     else:
-        checkpoint = checkpoint or find_checkpoint(get_spec(model))
+        checkpoint = checkpoint or find_checkpoint(any_spec(model))
         wanted_checkpoint = str(checkpoint.resolve())
     archive = model_store / f"{name}.mar"
     record = BuildRecord.load(name, model_store)
@@ -69,6 +74,7 @@ def ensure_archive(
             limits,
             inference,
             calibration=calibration,
+            detection=(detection or DetectionBuild()).record(random_init) if model in DETECTION_MODELS else None,
         )
     ):
         print(f"using {archive} (weights: {record.weights})")
@@ -84,6 +90,7 @@ def ensure_archive(
         limits=limits,
         inference=inference,
         calibration=calibration,
+        detection=detection,
     )
 
 
@@ -104,6 +111,7 @@ def run_serve(args: argparse.Namespace) -> int:
         limits,
         inference,
         args.calibration,
+        detection_build(args),
     )
     server.start({name: f"{name}.mar"}, overrides={"enable_model_api": "true"} if args.enable_model_api else None)
     print(f"TorchServe started (pid {server.pid()}), loading {name} ...", flush=True)
@@ -124,15 +132,36 @@ def run_serve(args: argparse.Namespace) -> int:
         )
         + f"Token: the 'inference' key in {server.key_file} (TorchServe expires it after 60 minutes;\n"
         "  `.venv/bin/slowfast-serve token` issues a new one).\n\n"
-        "Classify a video:\n"
-        f"  .venv/bin/slowfast-serve classify video.mp4 --model {name}\n"
-        f'  TOKEN=$(python3 -c \'import json; print(json.load(open("{server.key_file}"))["inference"]["key"])\')\n'
-        f'  curl -H "Authorization: Bearer $TOKEN" -F data=@video.mp4 -F top_k=5 {url}\n'
-        f'  curl -H "Authorization: Bearer $TOKEN" -H "Content-Type: video/mp4" -H "X-Start-Sec: 1.5" '
-        f"--data-binary @video.mp4 {url}\n"
-        "Stop: make stop"
+        + (_detect_help if args.model in DETECTION_MODELS else _classify_help)(name, url, server.key_file)
+        + "Stop: make stop"
     )
     return 0
+
+
+def _token_line(key_file: Path) -> str:
+    return f'  TOKEN=$(python3 -c \'import json; print(json.load(open("{key_file}"))["inference"]["key"])\')\n'
+
+
+def _classify_help(name: str, url: str, key_file: Path) -> str:
+    return (
+        "Classify a video:\n"
+        f"  .venv/bin/slowfast-serve classify video.mp4 --model {name}\n"
+        + _token_line(key_file)
+        + f'  curl -H "Authorization: Bearer $TOKEN" -F data=@video.mp4 -F top_k=5 {url}\n'
+        f'  curl -H "Authorization: Bearer $TOKEN" -H "Content-Type: video/mp4" -H "X-Start-Sec: 1.5" '
+        f"--data-binary @video.mp4 {url}\n"
+    )
+
+
+def _detect_help(name: str, url: str, key_file: Path) -> str:
+    return (
+        "Who does what (AVA actions per person box; docs/detection.md):\n"
+        f"  .venv/bin/slowfast-serve detect video.mp4 --model {name} --boxes '[[10, 20, 200, 400]]'\n"
+        f"  .venv/bin/slowfast-serve detect video.mp4 --model {name} --every 1 --annotate annotated.mp4\n"
+        + _token_line(key_file)
+        + f'  curl -H "Authorization: Bearer $TOKEN" -F data=@video.mp4 -F keyframe_sec=1.5 '
+        f"-F 'boxes=[[10, 20, 200, 400]]' {url}\n"
+    )
 
 
 def run_stop(args: argparse.Namespace) -> int:
@@ -175,7 +204,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def configure_serve(parser: argparse.ArgumentParser) -> None:
     configure(parser)
-    parser.add_argument("--model", default="slowfast_r50", choices=sorted(REGISTRY), help="registry model")
+    parser.add_argument("--model", default="slowfast_r50", choices=SERVED_MODELS, help="registry model")
     weights = parser.add_mutually_exclusive_group()
     weights.add_argument(
         "--checkpoint",
@@ -187,6 +216,7 @@ def configure_serve(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--labels", type=Path, help="label file (default: the model's label set)")
     parser.add_argument("--name", help="served model name (default: the model name)")
     add_setting_arguments(parser)
+    add_detection_arguments(parser)
     parser.add_argument("--timeout", type=float, default=600, help="seconds to wait for the model (default: 600)")
     parser.add_argument(
         "--enable-model-api",
