@@ -26,6 +26,8 @@
 #   make bench-models    forward time of every registry model on the CPU (docs/bench-models.md, the README table)
 #   make bench-memory    worker memory (peak, after) under bursts of 1x1 and 10x3 requests at 256p, 720p and
 #                        1080p (docs/bench-memory.md; about 15 minutes on 2 cores)
+#   make bench-detection AVA detection through TorchServe at 720p: keyframes/s with 1, 4, 16 given boxes and with
+#                        each person detector, stage shares, peak worker memory, bf16 agreement (docs/bench-detection.md)
 #   make bench-export    eager (fp32, bf16) vs TorchScript vs AOTInductor vs OpenVINO (fp32, bf16, int8): forward
 #                        time and agreement (docs/bench-export.md)
 
@@ -63,7 +65,7 @@ model_args = --model $(MODEL) $(weights_args) $(if $(LABELS),--labels '$(LABELS)
 DEMO_DATA ?= data/motion
 
 .PHONY: setup serve models scale stop status archive download train-demo demo-accuracy bench bench-models bench-stages bench-export \
-	bench-memory \
+	bench-memory bench-detection \
 	test lint clean
 
 setup: $(STAMP)
@@ -117,6 +119,9 @@ bench-models: $(STAMP)
 
 bench-memory: $(STAMP)
 	$(PY) -m bench.memory --workloads 256p 720p 1080p --views 1x1 10x3 --concurrency 1 4 8 --report docs/bench-memory.md
+
+bench-detection: $(STAMP)
+	$(PY) -m bench.detection --boxes 1 4 16 --requests 12 --concurrency 4 --report docs/bench-detection.md
 
 bench-export: $(STAMP)
 	$(PY) -m bench.export --batch-sizes 1 4 --repeats 3 --report docs/bench-export.md

@@ -51,16 +51,31 @@ def worker_pid(server: TorchServe, model: str) -> int:
     return worker_pids(server.management_url, model, server.token("management"))[0]
 
 
+class PeakRss:
+    """The peak resident memory (MiB) of process ``pid`` while the ``with`` block runs, sampled every 20 ms."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid, self.peak_mb = pid, worker_rss_mb(pid)
+        self._done = threading.Event()
+        self._sampler = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._done.is_set():
+            self.peak_mb = max(self.peak_mb, worker_rss_mb(self.pid))
+            time.sleep(0.02)
+
+    def __enter__(self) -> PeakRss:
+        self._sampler.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._sampler.join()
+
+
 def burst(server: TorchServe, model: str, video: bytes, views: str, concurrency: int) -> dict:
     """``concurrency`` requests of ``video`` with ``views`` sent at once; the worker's peak RSS meanwhile."""
     pid, token = worker_pid(server, model), server.token()
-    peak, done = worker_rss_mb(pid), threading.Event()
-
-    def sample() -> None:
-        nonlocal peak
-        while not done.is_set():
-            peak = max(peak, worker_rss_mb(pid))
-            time.sleep(0.02)
 
     def post(_: int) -> tuple[int, float]:
         started = time.perf_counter()
@@ -73,12 +88,9 @@ def burst(server: TorchServe, model: str, video: bytes, views: str, concurrency:
         )
         return response.status_code, time.perf_counter() - started
 
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    with ThreadPoolExecutor(concurrency) as pool:
+    with PeakRss(pid) as memory, ThreadPoolExecutor(concurrency) as pool:
         answers = list(pool.map(post, range(concurrency)))
-    done.set()
-    sampler.join()
+    peak = memory.peak_mb
     statuses = sorted({status for status, _ in answers})
     return {
         "views": views,

@@ -17,9 +17,10 @@ and :mod:`handler.persons` finds the boxes when a request gives none.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -176,12 +177,18 @@ def load_detector_network(spec: DetectionSpec, checkpoint: str | Path) -> tuple[
 
 @torch.inference_mode()
 def score_boxes(
-    network: nn.Module, keyframes: Sequence[KeyframeClip], spec: DetectionSpec, *, channels_last: bool = False
+    network: Callable[[Any, torch.Tensor], torch.Tensor],
+    keyframes: Sequence[KeyframeClip],
+    spec: DetectionSpec,
+    *,
+    channels_last: bool = False,
+    num_classes: int | None = None,
 ) -> list[torch.Tensor]:
     """Per keyframe, ``(N_i, 80)`` float32 sigmoid scores of its boxes, in their order, on the CPU. Keyframes whose
     clips have the same size run as one forward on the clips' device (their RoIs carry their position in it); a
-    keyframe without boxes gets an empty ``(0, 80)`` and runs nothing. ``channels_last``: the batch goes in as
-    ``channels_last_3d`` (for a network converted to it)."""
+    keyframe without boxes gets an empty ``(0, 80)`` and runs nothing. ``network``: the hub network, or anything
+    called like it (an OpenVINO runner; then give ``num_classes``, else read from the network's head).
+    ``channels_last``: the batch goes in as ``channels_last_3d`` (for a network converted to it)."""
     scores: list[torch.Tensor | None] = [None] * len(keyframes)
     groups: dict[tuple[int, ...], list[int]] = {}
     for i, keyframe in enumerate(keyframes):
@@ -195,12 +202,8 @@ def score_boxes(
         output = network(inputs, rois([keyframes[i].boxes for i in members]).to(batch.device))
         for i, part in zip(members, output.split([len(keyframes[i].boxes) for i in members]), strict=True):
             scores[i] = part.float().cpu()
-    classes = _num_classes(network)
+    classes = num_classes or network.detection_head.proj.out_features
     return [s if s is not None else torch.empty(0, classes) for s in scores]
-
-
-def _num_classes(network: nn.Module) -> int:
-    return network.detection_head.proj.out_features
 
 
 def top_actions(scores: torch.Tensor, labels: Sequence[str], top_k: int, threshold: float = 0.0) -> list[dict]:

@@ -36,9 +36,18 @@ from handler.detection import (
     top_actions,
 )
 from handler.errors import RequestError, bad_request
+from handler.export import DetectionRunner, load_detection_openvino
 from handler.models import fold_batch_norms
 from handler.persons import PersonDetector, describe
-from handler.pipeline import InferenceOptions, autocast, cpu_count, stream_prepared, video_summary
+from handler.pipeline import (
+    CpuEngine,
+    InferenceOptions,
+    autocast,
+    cpu_count,
+    resolve_engine,
+    stream_prepared,
+    video_summary,
+)
 from handler.request import DEFAULT_MAX_BOXES, DetectionRequest
 from handler.transforms import short_side_size, uniform_temporal_indices
 
@@ -96,6 +105,25 @@ def keyframe_times(request: DetectionRequest, duration_sec: float, spec: Detecti
     return times
 
 
+def check_detection_options(options: InferenceOptions) -> None:
+    """The inference options an AVA detection model runs with: eager, or (``export=auto`` on a CPU) the archive's
+    OpenVINO fp32 network; not compiled.
+
+    Raises:
+        ValueError: another export or ``compile``, saying what to use.
+    """
+    if options.export not in ("auto", "eager", "openvino") or (
+        options.export == "openvino" and options.precision != "fp32"
+    ):
+        raise ValueError(
+            f"export={options.export} precision={options.precision}: the AVA detection models are served eager "
+            "(any precision) or, by export=auto on CPUs, as their checked OpenVINO fp32 network; TorchScript, "
+            "AOTInductor and OpenVINO bf16/int8 archives of them are not built"
+        )
+    if options.compile:
+        raise ValueError("compile applies to the classifiers; the AVA detection models are not compiled")
+
+
 class ActionDetector:
     """A loaded AVA detection model, its labels and its person detector: answers batches of detection requests.
 
@@ -116,7 +144,7 @@ class ActionDetector:
     def __init__(
         self,
         spec: DetectionSpec,
-        network: torch.nn.Module,
+        network: torch.nn.Module | DetectionRunner,
         labels: Sequence[str],
         weights: str,
         device: torch.device,
@@ -126,24 +154,20 @@ class ActionDetector:
         max_boxes: int = DEFAULT_MAX_BOXES,
     ) -> None:
         options = options or InferenceOptions()
-        if options.export not in ("auto", "eager"):
-            raise ValueError(
-                f"export={options.export}: the AVA detection models are served eager (their RoIAlign head has no "
-                "checked export yet); build the archive with export=auto or eager"
-            )
-        if options.compile:
-            raise ValueError("compile applies to the classifiers; the AVA detection models are served eager")
-        classes = network.detection_head.proj.out_features
+        check_detection_options(options)
+        openvino = isinstance(network, DetectionRunner)
+        classes = network.metadata.num_classes if openvino else network.detection_head.proj.out_features
         if len(labels) != classes:
             raise ValueError(f"{len(labels)} labels for a detection head of {classes} actions")
         self.spec, self.labels, self.weights, self.device = spec, list(labels), weights, device
         self.persons, self.limits, self.max_boxes = persons, limits or DecodeLimits(), max_boxes
-        self.options = replace(options, export="eager")
-        network = network.to(device).eval()
-        if self.options.fold_batchnorm:
-            fold_batch_norms(network)
-        if self.options.channels_last:
-            network = network.to(memory_format=torch.channels_last_3d)
+        self.options = replace(options, export="openvino" if openvino else "eager")
+        if not openvino:  # an OpenVINO network was folded when it was built, and takes contiguous clips
+            network = network.to(device).eval()
+            if self.options.fold_batchnorm:
+                fold_batch_norms(network)
+            if self.options.channels_last:
+                network = network.to(memory_format=torch.channels_last_3d)
         self.network = network
         self.decode_workers = self.options.decode_workers or cpu_count()
         self._pool = ThreadPoolExecutor(self.decode_workers, thread_name_prefix="prepare")
@@ -161,15 +185,28 @@ class ActionDetector:
         limits: DecodeLimits | None = None,
         options: InferenceOptions | None = None,
         max_boxes: int = DEFAULT_MAX_BOXES,
+        openvino: CpuEngine | None = None,
     ) -> ActionDetector:
-        """Builds ``spec``'s network, loads ``checkpoint`` into it strictly, and checks ``labels`` against its head."""
-        network, weights = load_detector_network(spec, checkpoint)
-        return cls(spec, network, labels, weights.description, device, persons, limits, options, max_boxes)
+        """Builds ``spec``'s network and loads ``checkpoint`` into it strictly, or, where
+        :func:`~handler.pipeline.resolve_engine` picks it (``export=auto`` on a CPU, fp32), loads the archive's
+        OpenVINO network ``openvino``; checks ``labels`` against the head."""
+        options = options or InferenceOptions()
+        chosen, artifact = resolve_engine(options, device, checkpoint, openvino)
+        if chosen.export == "openvino":
+            try:
+                runner = load_detection_openvino(artifact, device, spec.name)
+                weights = runner.metadata.weights
+                return cls(spec, runner, labels, weights, device, persons, limits, chosen, max_boxes)
+            except (ValueError, RuntimeError) as e:  # e.g. an IR this OpenVINO cannot read: eager still can
+                logger.warning("serving eager on the CPU: the archive's OpenVINO network does not load (%s)", e)
+        network, loaded = load_detector_network(spec, checkpoint)
+        eager = replace(options, export="eager")
+        return cls(spec, network, labels, loaded.description, device, persons, limits, eager, max_boxes)
 
     @property
     def engine(self) -> dict[str, str]:
-        """What runs the forward: ``{"name": "eager", "precision", "device"}``."""
-        return {"name": "eager", "precision": self.options.precision, "device": str(self.device)}
+        """What runs the forward: ``{"name": "eager" | "openvino", "precision", "device"}``."""
+        return {"name": self.options.export, "precision": self.options.precision, "device": str(self.device)}
 
     def warm_up(self) -> None:
         """One forward of a zero clip with one box: kernel choice and lazy initialisation happen now."""
@@ -177,12 +214,17 @@ class ActionDetector:
         side = self.spec.side_size
         clip = torch.zeros(3, self.spec.num_frames, side, side, device=self.device)
         box = torch.tensor([[0.0, 0.0, side - 1.0, side - 1.0]])
-        self._score([KeyframeClip(clip, box, box)])
+        self.score([KeyframeClip(clip, box, box)])
         logger.info("warm-up forward on %s: %.0f ms", self.device, (time.perf_counter() - started) * 1000)
 
-    def _score(self, keyframes: Sequence[KeyframeClip]) -> list[torch.Tensor]:
+    def score(self, keyframes: Sequence[KeyframeClip]) -> list[torch.Tensor]:
+        """Per keyframe, ``(N_i, num_actions)`` float32 scores of its boxes (:func:`~handler.detection.score_boxes`)
+        with this detector's engine, precision and memory format."""
+        channels_last = self.options.channels_last and self.options.export == "eager"
         with autocast(self.device, self.options.precision):
-            return score_boxes(self.network, keyframes, self.spec, channels_last=self.options.channels_last)
+            return score_boxes(
+                self.network, keyframes, self.spec, channels_last=channels_last, num_classes=len(self.labels)
+            )
 
     def detect(self, requests: Sequence[DetectionRequest | RequestError]) -> list[dict[str, Any] | RequestError]:
         """Runs a batch: one answer per request, in order. An item that is already a :class:`RequestError`, or
@@ -210,7 +252,7 @@ class ActionDetector:
         def forward() -> None:
             nonlocal inference_s
             started = time.perf_counter()
-            out = self._score([keyframe.clip for _, keyframe in pending])
+            out = self.score([keyframe.clip for _, keyframe in pending])
             inference_s += time.perf_counter() - started
             for (slot, keyframe), rows in zip(pending, out, strict=True):
                 keyframe.clip = replace(keyframe.clip, clip=torch.empty(0))  # its pixels are no longer needed

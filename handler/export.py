@@ -31,6 +31,7 @@ import copy
 import json
 import logging
 import tempfile
+import warnings
 import zipfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -194,6 +195,13 @@ def _export_openvino(
 
         items = [tuple(p.cpu().numpy() for p in pathways) for pathways in calibration]
         model = nncf.quantize(model, nncf.Dataset(items), subset_size=len(items))
+    return _save_openvino(model, metadata, path)
+
+
+def _save_openvino(model: Any, metadata: ExportMetadata, path: Path) -> Path:
+    """An ``.ov.zip``: the IR (float32 weights) and the metadata."""
+    import openvino as ov
+
     with tempfile.TemporaryDirectory() as tmp:
         xml = Path(tmp) / "model.xml"
         ov.save_model(model, xml, compress_to_fp16=False)  # fp16 weights would change the fp32 results
@@ -267,6 +275,76 @@ class OpenVinoRunner:
             self.request.infer(part)
             scores.append(torch.from_numpy(self.request.get_output_tensor(0).data.copy()))
         return torch.cat(scores)
+
+
+class DetectionModule(nn.Module):
+    """An AVA detection network with a positional signature: ``forward(*pathways, rois)``."""
+
+    def __init__(self, network: nn.Module) -> None:
+        super().__init__()
+        self.network = network
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        """``(R, num_actions)`` sigmoid scores of the ``(R, 5)`` RoIs (the last input) on the pathways' clips."""
+        *pathways, rois = inputs
+        return self.network(pathways[0] if len(pathways) == 1 else list(pathways), rois)
+
+
+def export_detection_openvino(
+    network: nn.Module, example: list[torch.Tensor], rois: torch.Tensor, metadata: ExportMetadata, path: Path
+) -> Path:
+    """An AVA detection network (eval mode, folded, contiguous) as an fp32 OpenVINO ``.ov.zip``. Every dimension
+    but the channels stays dynamic: clip batches, their height and width (no crop: they follow each video's
+    aspect ratio) and the number of RoIs."""
+    import openvino as ov
+
+    if metadata.precision != "fp32":
+        raise ValueError(f"the AVA detection models' OpenVINO network runs in fp32, not {metadata.precision}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # The tracer warns of the head's shape checks turned into constants; the archive-time check runs other clip
+    # sizes and RoI counts through the result (slowfast_serve/server/export.py), so the warnings are noise here.
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        model = ov.convert_model(DetectionModule(network).eval(), example_input=(*example, rois))
+    return _save_openvino(model, metadata, path)
+
+
+class DetectionRunner:
+    """An AVA detection network compiled by OpenVINO for the CPU, called as the network is: ``runner(inputs,
+    rois)``, ``inputs`` a clip batch or SlowFast's ``[slow, fast]`` (float32), ``rois`` ``(R, 5)``; returns
+    ``(R, num_actions)`` float32 scores. Like :class:`OpenVinoRunner` it infers at most
+    :data:`OPENVINO_CLIPS_PER_INFER` clips at a time (the infer request keeps the memory of the largest batch it
+    has run), each slice with its own RoIs, renumbered."""
+
+    def __init__(self, compiled: Any, metadata: ExportMetadata) -> None:
+        self.request = compiled.create_infer_request()
+        self.metadata = metadata
+
+    def __call__(self, inputs: torch.Tensor | list[torch.Tensor], rois: torch.Tensor) -> torch.Tensor:
+        pathways = as_pathways(inputs, channels_last=False)
+        rois = rois.detach().cpu()
+        scores = torch.empty((len(rois), self.metadata.num_classes))
+        for start in range(0, pathways[0].shape[0], OPENVINO_CLIPS_PER_INFER):
+            mine = (rois[:, 0] >= start) & (rois[:, 0] < start + OPENVINO_CLIPS_PER_INFER)
+            if not mine.any():
+                continue
+            part = [p[start : start + OPENVINO_CLIPS_PER_INFER].detach().cpu().contiguous().numpy() for p in pathways]
+            renumbered = rois[mine] - torch.tensor([float(start), 0.0, 0.0, 0.0, 0.0])
+            self.request.infer([*part, renumbered.contiguous().numpy()])
+            scores[mine] = torch.from_numpy(self.request.get_output_tensor(0).data.copy())
+        return scores
+
+
+def load_detection_openvino(path: str | Path, device: torch.device, name: str) -> DetectionRunner:
+    """The OpenVINO network of the AVA detection model ``name`` at ``path``, compiled for this CPU.
+
+    Raises:
+        ValueError: not such a file, another model's, or a worker not on the CPU.
+    """
+    compiled, metadata = _load_openvino(Path(path), device)
+    if (metadata.model, metadata.format) != (name, "openvino"):
+        raise ValueError(f"{path} holds a {metadata.format} export of {metadata.model}, not an openvino one of {name}")
+    return DetectionRunner(compiled.compiled, metadata)
 
 
 def load_exported(path: str | Path, fmt: str, device: torch.device, spec: ModelSpec) -> ExportedModel:

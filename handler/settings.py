@@ -168,7 +168,7 @@ class HandlerSettings:
         except RequestError as e:
             raise ValueError(f"model-config.yaml handler: {e.message}") from None
         model_dir = Path(model_dir)
-        detection = "detection" in section  # an AVA detection archive (served eager: no OpenVINO network)
+        detection = "detection" in section  # an AVA detection archive
         return cls(
             model=section["model"],
             checkpoint=model_dir / serialized_file,
@@ -177,7 +177,7 @@ class HandlerSettings:
             views=views,
             limits=decode_limits(section.get("limits")),
             inference=inference_options(section.get("inference")),
-            openvino=None if detection else _cpu_engine(section.get("openvino"), model_dir),
+            openvino=_cpu_engine(section.get("openvino"), model_dir),
             detection=DetectionSettings.from_section(section["detection"], model_dir) if detection else None,
         )
 

@@ -68,6 +68,7 @@ class SlowFastHandler:
                 settings.limits,
                 settings.inference,
                 detection.max_boxes,
+                settings.openvino,
             )
             self.parse = parse_detection_request
         else:

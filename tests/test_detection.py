@@ -28,6 +28,9 @@ from handler.detection import (
 )
 from handler.labels import AVA_ACTIONS, AVA_EVALUATED_IDS, label_set
 from handler.models import get_spec, save_random_checkpoint
+from handler.pipeline import InferenceOptions
+from handler.settings import DetectionSettings, HandlerSettings
+from slowfast_serve.server.archive import DetectionBuild, build_archive
 from tests.reference import tutorial_detection_scores
 from tests.videos import moving_videos
 
@@ -123,3 +126,24 @@ def test_official_format_checkpoints_load_and_others_are_refused(tmp_path: Path)
     classifier = save_random_checkpoint(get_spec("slow_r50"), tmp_path / "slow_r50.pyth")
     with pytest.raises(ValueError, match="does not fit the slow_r50_detection architecture"):
         load_detector_network(spec, classifier)
+
+
+def test_archive_settings_round_trip_and_refusals(tmp_path: Path) -> None:
+    settings = DetectionSettings(max_boxes=8, detector="fasterrcnn_resnet50_fpn", detector_file=tmp_path / "p.pth")
+    section = {"model": "slow_r50_detection", "detection": settings.as_yaml_section()}
+    read = HandlerSettings.from_archive(section, tmp_path, "weights.pyth").detection
+    assert read == settings
+    assert read.threshold == 0.75  # the detector's default
+    assert HandlerSettings.from_archive({**section, "detection": {"detector": "none"}}, tmp_path, "w").detection == (
+        DetectionSettings()
+    )
+    with pytest.raises(ValueError, match="detector must be one of"):
+        DetectionSettings(detector="yolo")
+    with pytest.raises(ValueError, match="detector_file goes with"):
+        DetectionSettings(detector="hog", detector_file=tmp_path / "p.pth")
+    with pytest.raises(ValueError, match="archives carry the checkpoint"):
+        build_archive("slow_r50_detection", None, model_store=tmp_path, inference=InferenceOptions(export="aoti"))
+    with pytest.raises(ValueError, match="apply to slowfast_r50_detection, slow_r50_detection"):
+        build_archive("motion_demo", None, model_store=tmp_path, detection=DetectionBuild(detector="hog"))
+    with pytest.raises(ValueError, match="--detector-checkpoint is the weights of a torchvision detector"):
+        DetectionBuild(detector="hog", detector_checkpoint=tmp_path / "p.pth")

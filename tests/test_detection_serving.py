@@ -4,12 +4,13 @@ input, and ``slowfast-serve detect`` (table, ``--json``, ``--every``, ``--annota
 
 One TorchServe serves three archives:
 
-- ``ava_slowfast``: slowfast_r50_detection, no person detector;
-- ``ava_slow_hog``: slow_r50_detection with OpenCV's HOG people detector;
+- ``ava_slowfast``: slowfast_r50_detection, no person detector, served by its OpenVINO network (``export=auto``);
+- ``ava_slow_hog``: slow_r50_detection served eager, with OpenCV's HOG people detector;
 - ``ava_slow_rcnn``: slow_r50_detection with torchvision's Faster R-CNN, random weights (plumbing only: the
   answers say so), a person threshold of 0.9 and at most 4 boxes.
 
-The action networks are random-init with their head scaled so that the sigmoid scores spread over (0, 1).
+The action networks are random-init with their head scaled so that the sigmoid scores spread over (0, 1)
+(``bench.detection.action_checkpoint``).
 """
 
 from __future__ import annotations
@@ -26,14 +27,17 @@ import pytest
 import requests
 import torch
 
-from handler.detection import DETECTION_MODELS, build_detector_network
-from handler.persons import HogPersons, TorchvisionPersons, build_torchvision_detector
+from bench.detection import action_checkpoint, crowd_rcnn
+from handler.detection import DETECTION_MODELS, load_detector_network
+from handler.persons import HogPersons, TorchvisionPersons
+from handler.pipeline import InferenceOptions
 from slowfast_serve.client.detect import COLOURS, LINE
+from slowfast_serve.load.videos import pedestrians
 from slowfast_serve.server.archive import DetectionBuild, ServingConfig, build_archive
 from slowfast_serve.server.torchserve import TorchServe
 from tests.reference import tutorial_detection_scores
 from tests.serving import CLI, post_video, running_torchserve
-from tests.videos import moving_frames, moving_videos, pedestrians, with_rotation
+from tests.videos import moving_frames, moving_videos, with_rotation
 
 pytestmark = pytest.mark.integration
 
@@ -54,36 +58,6 @@ VIDEOS = {
 ROTATION = {"phone rotated 90": 90}
 
 
-def _scaled_network(spec_name: str) -> torch.nn.Module:
-    torch.manual_seed(7)
-    network = build_detector_network(DETECTION_MODELS[spec_name])
-    with torch.no_grad():
-        network.detection_head.proj.weight.mul_(40.0)  # random features give scores near 0.5 otherwise
-    return network
-
-
-def _checkpoint(network: torch.nn.Module, path: Path) -> Path:
-    torch.save({"model_state": network.state_dict(), "random_init": True}, path)
-    return path
-
-
-def _person_biased_rcnn(path: Path, person: int = 1) -> Path:
-    """torchvision's Faster R-CNN, random, its heads set so every proposal is an anchor scored as class ``person``
-    (so the plumbing has boxes to carry), saved as random-init."""
-    torch.manual_seed(0)
-    network = build_torchvision_detector("fasterrcnn_resnet50_fpn")
-    with torch.no_grad():
-        for layer in (network.rpn.head.bbox_pred, network.roi_heads.box_predictor.bbox_pred):
-            layer.weight.zero_()
-            layer.bias.zero_()
-        classes = network.roi_heads.box_predictor.cls_score
-        classes.weight.zero_()
-        classes.bias.zero_()
-        classes.bias[person] = 8.0  # softmax over 91 classes: about 0.97
-    torch.save({"model_state": network.state_dict(), "random_init": True}, path)
-    return path
-
-
 @pytest.fixture(scope="module")
 def videos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("ava-videos")
@@ -95,17 +69,21 @@ def videos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="module")
-def networks() -> dict[str, torch.nn.Module]:
-    return {name: _scaled_network(name) for name in DETECTION_MODELS}
+def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    files = tmp_path_factory.mktemp("weights")
+    return {name: action_checkpoint(name, files / f"{name}.pyth", seed=7) for name in DETECTION_MODELS}
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, networks: dict[str, torch.nn.Module]) -> Iterator[TorchServe]:
+def networks(checkpoints: dict[str, Path]) -> dict[str, torch.nn.Module]:
+    return {name: load_detector_network(DETECTION_MODELS[name], path)[0] for name, path in checkpoints.items()}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, checkpoints: dict[str, Path]) -> Iterator[TorchServe]:
     store = tmp_path_factory.mktemp("store")
-    files = tmp_path_factory.mktemp("weights")
-    slowfast = _checkpoint(networks["slowfast_r50_detection"], files / "slowfast.pyth")
-    slow = _checkpoint(networks["slow_r50_detection"], files / "slow.pyth")
-    rcnn = _person_biased_rcnn(files / "rcnn.pth")
+    slowfast, slow = checkpoints["slowfast_r50_detection"], checkpoints["slow_r50_detection"]
+    rcnn = crowd_rcnn(tmp_path_factory.mktemp("rcnn") / "rcnn.pth")
     archives = [
         build_archive("slowfast_r50_detection", slowfast, name="ava_slowfast", model_store=store, serving=SERVING),
         build_archive(
@@ -114,6 +92,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, networks: dict[str, torch.n
             name="ava_slow_hog",
             model_store=store,
             serving=SERVING,
+            inference=InferenceOptions(export="eager"),
             detection=DetectionBuild(detector="hog"),
         ),
         build_archive(
@@ -122,6 +101,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, networks: dict[str, torch.n
             name="ava_slow_rcnn",
             model_store=store,
             serving=SERVING,
+            inference=InferenceOptions(export="eager"),
             detection=DetectionBuild(
                 max_boxes=4, detector="fasterrcnn_resnet50_fpn", detector_checkpoint=rcnn, detector_threshold=0.9
             ),
@@ -137,7 +117,8 @@ def _post(server: TorchServe, model: str, video: Path, **fields: object) -> requ
 
 
 @pytest.mark.parametrize(
-    ("model", "spec_name"), [("ava_slowfast", "slowfast_r50_detection"), ("ava_slow_hog", "slow_r50_detection")]
+    ("model", "spec_name", "engine"),
+    [("ava_slowfast", "slowfast_r50_detection", "openvino"), ("ava_slow_hog", "slow_r50_detection", "eager")],
 )
 def test_given_boxes_score_as_the_tutorial_in_mixed_batches(
     server: TorchServe,
@@ -145,6 +126,7 @@ def test_given_boxes_score_as_the_tutorial_in_mixed_batches(
     networks: dict[str, torch.nn.Module],
     model: str,
     spec_name: str,
+    engine: str,
 ) -> None:
     spec = DETECTION_MODELS[spec_name]
     requests_ = [
@@ -168,6 +150,7 @@ def test_given_boxes_score_as_the_tutorial_in_mixed_batches(
             rotation=ROTATION.get(name, 0),
         )
         assert (body["model"], body["weights"], body["detector"]) == (spec_name, "random-init", None)
+        assert body["engine"] == {"name": engine, "precision": "fp32", "device": "cpu"}
         assert body["video"]["rotation"] == ROTATION.get(name, 0)
         assert len(body["detections"]) == len(fields["boxes"])  # one per box, in the order given
         height, width = (320, 240) if name in ROTATION else VIDEOS[name][:2]
@@ -208,6 +191,10 @@ def test_hog_finds_the_pedestrians(server: TorchServe, videos: dict[str, Path]) 
         assert detection["person_score"] >= 0.5
         assert 1 <= len(detection["actions"]) <= 3
         assert all(a["score"] >= 0.2 for a in detection["actions"])
+    # a moving texture has no one in it: an empty answer, and no forward ran for it
+    nobody = _post(server, "ava_slow_hog", videos["landscape"], keyframe_sec=1.5).json()
+    assert (nobody["detections"], nobody["detector"]["name"]) == ([], "hog")
+    assert nobody["timing_ms"]["inference"] < 10  # ms: a forward takes seconds here
 
 
 def test_torchvision_detector_through_torchserve(server: TorchServe, videos: dict[str, Path]) -> None:
@@ -225,12 +212,12 @@ def test_torchvision_detector_through_torchserve(server: TorchServe, videos: dic
 
 def test_torchvision_detector_keeps_persons_above_its_threshold(tmp_path: Path) -> None:
     frame = torch.from_numpy(moving_frames(1, 240, 320)[0])
-    person = _person_biased_rcnn(tmp_path / "person.pth")
+    person = crowd_rcnn(tmp_path / "person.pth")
     found = TorchvisionPersons("fasterrcnn_resnet50_fpn", person, 0.9, torch.device("cpu")).find(frame)
     assert len(found.boxes) > 0
     assert found.scores.min() >= 0.9
     assert len(TorchvisionPersons("fasterrcnn_resnet50_fpn", person, 0.99, torch.device("cpu")).find(frame).boxes) == 0
-    bicycle = _person_biased_rcnn(tmp_path / "bicycle.pth", person=2)  # COCO's class 2: not a person
+    bicycle = crowd_rcnn(tmp_path / "bicycle.pth", label=2)  # COCO's class 2: not a person
     assert len(TorchvisionPersons("fasterrcnn_resnet50_fpn", bicycle, 0.5, torch.device("cpu")).find(frame).boxes) == 0
     with pytest.raises(ValueError, match="is not a fasterrcnn_resnet50_fpn_v2 checkpoint"):
         TorchvisionPersons("fasterrcnn_resnet50_fpn_v2", person, 0.5, torch.device("cpu"))

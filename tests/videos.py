@@ -30,7 +30,6 @@ __all__ = [
     "lossless_indexed",
     "moving_frames",
     "moving_videos",
-    "pedestrians",
     "with_rotation",
 ]
 
@@ -104,30 +103,6 @@ def faststart(data: bytes) -> bytes:
                     packet.stream = stream
                     out.mux(packet)
         return path.read_bytes()
-
-
-# OpenCV's sample video of people walking across a campus (768x576, 10 fps, 79.5 s, MS-MPEG4 in AVI), as Debian
-# ships it in opencv-doc: real pedestrians for the person detectors.
-PEDESTRIAN_PACKAGE = "opencv-doc"
-PEDESTRIAN_FILE = "./usr/share/doc/opencv-doc/examples/data/vtest.avi"
-
-
-def pedestrians(directory: Path, seconds: float = 6.0) -> Path:
-    """The first ``seconds`` of OpenCV's pedestrian sample, re-encoded as H.264 mp4 (``directory/pedestrians.mp4``).
-
-    Downloads the Debian package (``apt-get download``: a package registry, which CI reaches) and unpacks only
-    that file; fails with the command's output when the registry cannot be reached."""
-    for command in (
-        ["apt-get", "download", PEDESTRIAN_PACKAGE],
-        ["sh", "-c", f"dpkg-deb --fsys-tarfile {PEDESTRIAN_PACKAGE}_*.deb | tar -x {PEDESTRIAN_FILE}"],
-    ):
-        result = subprocess.run(command, cwd=directory, capture_output=True, text=True)
-        if result.returncode != 0:
-            raise RuntimeError(f"{' '.join(command)} failed ({result.returncode}): {result.stdout}{result.stderr}")
-    out = directory / "pedestrians.mp4"
-    encode_command = ["ffmpeg", "-v", "error", "-y", "-i", str(directory / PEDESTRIAN_FILE), "-t", str(seconds)]
-    subprocess.run([*encode_command, "-c:v", "libx264", "-pix_fmt", "yuv420p", str(out)], check=True)
-    return out
 
 
 def with_rotation(source: Path, out: Path, degrees: int) -> Path:

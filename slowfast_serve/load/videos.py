@@ -1,8 +1,10 @@
-"""Videos for load tests and benchmarks made without ffmpeg: a detailed texture sliding sideways, H.264 (PyAV's
-libx264) at 30 fps, in any size."""
+"""Videos for load tests and benchmarks: a detailed texture sliding sideways made without ffmpeg (H.264, PyAV's
+libx264, 30 fps, any size), and real people walking (OpenCV's pedestrian sample, from a Debian package) for the
+person detectors."""
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import av
@@ -23,3 +25,34 @@ def moving_texture_video(path: Path, width: int, height: int, seconds: float = 1
             container.mux(stream.encode(frame))
         container.mux(stream.encode())
     return path
+
+
+# OpenCV's sample video of people walking across a campus (768x576, 10 fps, 79.5 s, MS-MPEG4 in AVI), as Debian
+# ships it in opencv-doc: real pedestrians for the person detectors.
+PEDESTRIAN_PACKAGE = "opencv-doc"
+PEDESTRIAN_FILE = "./usr/share/doc/opencv-doc/examples/data/vtest.avi"
+
+
+def pedestrians(directory: Path, seconds: float = 6.0, height: int | None = None) -> Path:
+    """The first ``seconds`` of OpenCV's pedestrian sample, re-encoded with ffmpeg as H.264 mp4 (scaled to
+    ``height``, the width following; default: as it is) into ``directory``.
+
+    Downloads the Debian package (``apt-get download``: a package registry) and unpacks only that file.
+
+    Raises:
+        RuntimeError: a step failed (e.g. the registry cannot be reached); its output says why.
+    """
+    source = directory / PEDESTRIAN_FILE
+    steps = [
+        ["apt-get", "download", PEDESTRIAN_PACKAGE],
+        ["sh", "-c", f"dpkg-deb --fsys-tarfile {PEDESTRIAN_PACKAGE}_*.deb | tar -x {PEDESTRIAN_FILE}"],
+    ]
+    out = directory / f"pedestrians{'' if height is None else f'-{height}p'}.mp4"
+    scale = [] if height is None else ["-vf", f"scale=-2:{height}"]
+    encode = ["ffmpeg", "-v", "error", "-y", "-i", str(source), "-t", str(seconds), *scale]
+    steps.append([*encode, "-c:v", "libx264", "-pix_fmt", "yuv420p", str(out)])
+    for step in steps[0 if not source.exists() else 2 :]:
+        result = subprocess.run(step, cwd=directory, capture_output=True, text=True)
+        if result.returncode != 0:
+            raise RuntimeError(f"{' '.join(step)} failed ({result.returncode}): {result.stdout}{result.stderr}")
+    return out

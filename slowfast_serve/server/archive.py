@@ -34,8 +34,8 @@ import yaml
 
 from handler.checkpoints import archive_checkpoint
 from handler.decode import DecodeLimits
-from handler.detection import DETECTION_MODELS, SERVED_MODELS, save_random_detection_checkpoint
-from handler.detection_pipeline import ActionDetector
+from handler.detection import DETECTION_MODELS, SERVED_MODELS, DetectionSpec, save_random_detection_checkpoint
+from handler.detection_pipeline import ActionDetector, check_detection_options
 from handler.errors import RequestError
 from handler.export import AUTO_OPENVINO_FILE, SUFFIXES
 from handler.labels import label_set, read_labels, save_labels
@@ -46,7 +46,7 @@ from handler.request import DEFAULT_MAX_BOXES, DEFAULT_TOP_K, parse_views
 from handler.settings import DetectionSettings, HandlerSettings, decode_limits, inference_options
 from slowfast_serve.cli import UsageError
 from slowfast_serve.server import REPO
-from slowfast_serve.server.export import ExportReport, default_device, export_checkpoint
+from slowfast_serve.server.export import ExportReport, default_device, export_checkpoint, export_detection_checkpoint
 from slowfast_serve.server.weights import find_person_detector
 
 DEFAULT_STORE = REPO / "model_store"
@@ -345,11 +345,12 @@ def build_detection_archive(
     the labels and the detector are loaded together first, as a worker will."""
     spec = DETECTION_MODELS[model]
     detection = detection or DetectionBuild()
-    if inference.export not in ("auto", "eager") or inference.compile:
+    if inference.export not in ("auto", "eager"):  # a forced OpenVINO archive would serve nothing on a GPU
         raise ValueError(
-            f"{model} is served eager (its RoIAlign head has no checked export yet): drop export={inference.export}"
-            + (" and compile=true" if inference.compile else "")
+            f"export={inference.export}: {model} archives carry the checkpoint (export=eager) or, by default "
+            "(export=auto), also the checked OpenVINO fp32 network their CPU workers serve"
         )
+    check_detection_options(inference)
     random_init = checkpoint is None
     detector_weights = detection.weights(random_init)
     model_store.mkdir(parents=True, exist_ok=True)
@@ -367,6 +368,14 @@ def build_detection_archive(
                 save_random_person_detector(detection.detector, persons_file)
             else:
                 shutil.copyfile(detector_weights, persons_file)
+        boxes = DetectionSettings(detection.max_boxes, detection.detector, persons_file, detection.detector_threshold)
+        cpu = torch.device("cpu")
+        persons = load_person_detector(boxes.detector, persons_file, boxes.threshold, cpu) if boxes.detector else None
+        checking = InferenceOptions(export="eager", warmup=False, decode_workers=1)
+        weights = ActionDetector.load(spec, checkpoint, class_names, cpu, persons, options=checking).weights
+        openvino, report = None, None
+        if inference.export == "auto":
+            openvino, report = cpu_engine(spec, checkpoint, class_names, inference, extra / AUTO_OPENVINO_FILE)
         settings = HandlerSettings(
             model=model,
             checkpoint=checkpoint,
@@ -374,16 +383,9 @@ def build_detection_archive(
             top_k=top_k,
             limits=limits,
             inference=inference,
-            detection=DetectionSettings(
-                detection.max_boxes, detection.detector, persons_file, detection.detector_threshold
-            ),
+            openvino=openvino,
+            detection=boxes,
         )
-        cpu = torch.device("cpu")
-        persons = None
-        if detection.detector:
-            persons = load_person_detector(detection.detector, persons_file, settings.detection.threshold, cpu)
-        checking = InferenceOptions(export="eager", warmup=False, decode_workers=1)
-        weights = ActionDetector.load(spec, checkpoint, class_names, cpu, persons, options=checking).weights
         package(name, settings, class_names, checkpoint, serving, model_store)
         record = BuildRecord(
             **BuildRecord.inputs(name, model, None if random_init else checkpoint, labels, serving, top_k),
@@ -391,6 +393,7 @@ def build_detection_archive(
             limits=asdict(limits),
             inference=asdict(inference),
             version=handler_version(),
+            export=_export_record(report, checkpoint, openvino),
             detection={**asdict(detection), "detector_checkpoint": detector_weights},
         )
     BuildRecord.path_for(name, model_store).write_text(json.dumps(asdict(record), indent=2) + "\n")
@@ -398,17 +401,25 @@ def build_detection_archive(
 
 
 def cpu_engine(
-    spec: ModelSpec, checkpoint: Path, labels: Sequence[str], inference: InferenceOptions, output: Path
+    spec: ModelSpec | DetectionSpec,
+    checkpoint: Path,
+    labels: Sequence[str],
+    inference: InferenceOptions,
+    output: Path,
 ) -> tuple[CpuEngine | None, ExportReport | None]:
     """The OpenVINO fp32 network an ``export=auto`` archive carries for CPU workers, built and checked against
-    eager (:func:`~slowfast_serve.server.export.export_checkpoint`), or, when the conversion fails or disagrees,
+    eager (:func:`~slowfast_serve.server.export.export_checkpoint`; for an AVA detection model
+    :func:`~slowfast_serve.server.export.export_detection_checkpoint`), or, when the conversion fails or disagrees,
     none and why (the workers then serve eager and log it). Nothing for an archive whose CPU workers serve eager
     anyway (``precision`` other than fp32, ``compile``)."""
     if inference.precision != "fp32" or inference.compile:
         return None, None
     options = replace(inference, export="openvino")
     try:
-        report = export_checkpoint(spec, checkpoint, labels, options, torch.device("cpu"), output)
+        if isinstance(spec, DetectionSpec):
+            report = export_detection_checkpoint(spec, checkpoint, labels, options, output)
+        else:
+            report = export_checkpoint(spec, checkpoint, labels, options, torch.device("cpu"), output)
     except ImportError as e:
         return CpuEngine(file=None, unavailable=f"OpenVINO is not installed where the archive was built ({e})"), None
     except (ValueError, RuntimeError) as e:
