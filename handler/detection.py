@@ -28,7 +28,7 @@ from torch.nn import functional as F
 
 from handler.checkpoints import load_checkpoint
 from handler.models import MODEL_ZOO, REGISTRY, ModelSpec, Weights
-from handler.transforms import pack_pathways, short_side_size
+from handler.transforms import pack_pathways, short_side_size, uniform_temporal_indices
 
 
 @dataclass(frozen=True)
@@ -66,6 +66,11 @@ class DetectionSpec:
     @property
     def checkpoint_filename(self) -> str:
         return self.checkpoint_url.rsplit("/", 1)[-1]
+
+    def frames_and_middle(self, available: int) -> torch.Tensor:
+        """Which of a keyframe window's ``available`` frames to decode: the ``num_frames`` the network sees
+        (uniformly spread) and, last, the window's middle frame, on which the tutorial finds the people."""
+        return torch.cat([uniform_temporal_indices(available, self.num_frames), torch.tensor([available // 2])])
 
 
 DETECTION_MODELS = {

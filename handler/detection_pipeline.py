@@ -49,7 +49,7 @@ from handler.pipeline import (
     video_summary,
 )
 from handler.request import DEFAULT_MAX_BOXES, DetectionRequest
-from handler.transforms import short_side_size, uniform_temporal_indices
+from handler.transforms import short_side_size
 
 logger = logging.getLogger(__name__)
 
@@ -299,8 +299,9 @@ class ActionDetector:
                 "(keyframe_sec)",
             )
         windows = [keyframe_window(t, spec) for t in times]
-        middle = lambda n: torch.cat([uniform_temporal_indices(n, spec.num_frames), torch.tensor([n // 2])])  # noqa: E731
-        decoded = iter_clips(video, windows, num_samples=spec.num_frames, limits=limits, threads=threads, select=middle)
+        decoded = iter_clips(
+            video, windows, num_samples=spec.num_frames, limits=limits, threads=threads, select=spec.frames_and_middle
+        )
         for t, clip in zip(times, decoded, strict=True):
             decoded_at = time.perf_counter()
             *frames, keyframe = clip.frames
