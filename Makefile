@@ -23,7 +23,7 @@
 #   make bench           TorchServe end to end, the tutorial as a handler against ours, plus the stage
 #                        benchmark (reports in docs/bench.md and docs/bench-stages.md; about 12 minutes on 2 cores)
 #   make bench-stages    the stage benchmark alone: decode + preprocess per clip, forward per batch size
-#   make bench-models    forward time of every registry model on the CPU (docs/bench-models.md, the README table)
+#   make bench-models    forward time of every registry model on the CPU (docs/bench-models.md, the tables of docs/models.md)
 #   make bench-memory    worker memory (peak, after) under bursts of 1x1 and 10x3 requests at 256p, 720p and
 #                        1080p (docs/bench-memory.md; about 15 minutes on 2 cores)
 #   make bench-detection AVA detection through TorchServe at 720p: keyframes/s with 1, 4, 16 given boxes and with

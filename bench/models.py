@@ -3,7 +3,7 @@
 (``export=auto``: the OpenVINO fp32 network where its archive-time check against eager passes, else eager) and
 with eager: one clip of the model's own clip spec, batch 1, the product's default inference options (fp32, batch
 norms folded, channels_last_3d for eager), random-init weights (speed does not depend on them). Median of
-``--repeats`` after a warm-up forward. The README's models tables quote the default engine and its time (a test
+``--repeats`` after a warm-up forward. The models tables of docs/models.md quote the default engine and its time (a test
 checks that they match the committed report).
 
 Example:

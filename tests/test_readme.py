@@ -1,4 +1,4 @@
-"""The README and docs/api.md tell the truth about the registry, the options, the errors and the test command."""
+"""The README and docs tell the truth about the registry, the options, the errors, the limits and the test command."""
 
 from __future__ import annotations
 
@@ -21,6 +21,8 @@ from slowfast_serve.cli import COMMANDS
 REPO = Path(__file__).resolve().parents[1]
 README = (REPO / "README.md").read_text()
 API = (REPO / "docs" / "api.md").read_text()
+MODELS = (REPO / "docs" / "models.md").read_text()
+CONFIGURATION = (REPO / "docs" / "configuration.md").read_text()
 MODELS_BENCH = json.loads((REPO / "docs" / "bench-models.json").read_text())  # make bench-models
 
 
@@ -60,12 +62,12 @@ TOOLBOX_NAMES = {spec.name for spec in TOOLBOX_MODELS}
 @pytest.mark.parametrize("name", sorted(REGISTRY))
 def test_models_tables_match_the_registry(name: str) -> None:
     spec = REGISTRY[name]
-    assert (_toolbox_row(spec) if name in TOOLBOX_NAMES else _model_row(spec)) in README
+    assert (_toolbox_row(spec) if name in TOOLBOX_NAMES else _model_row(spec)) in MODELS
 
 
 def test_models_tables_list_nothing_else() -> None:
-    hub = re.findall(r"^\| `(\w+)` \| \d+ × \d+ \|", README, flags=re.MULTILINE)
-    toolbox = re.findall(r"^\| `(\w+)` \| (?:MMAction2|PaddleVideo|PySlowFast) \|", README, flags=re.MULTILINE)
+    hub = re.findall(r"^\| `(\w+)` \| \d+ × \d+ \|", MODELS, flags=re.MULTILINE)
+    toolbox = re.findall(r"^\| `(\w+)` \| (?:MMAction2|PaddleVideo|PySlowFast) \|", MODELS, flags=re.MULTILINE)
     assert sorted(hub) == sorted(set(REGISTRY) - TOOLBOX_NAMES)
     assert sorted(toolbox) == sorted(TOOLBOX_NAMES)
 
@@ -73,7 +75,7 @@ def test_models_tables_list_nothing_else() -> None:
 def test_demo_model_figures_match_its_training_record() -> None:
     record = json.loads((REPO / "models" / "motion_demo" / "training.json").read_text())
     claim = f"took {record['minutes']:.1f} minutes and reached {100 * record['best_val_accuracy']:.1f}% validation"
-    assert claim in " ".join(README.split())
+    assert claim in " ".join(MODELS.split())
 
 
 def test_demo_accuracy_table_matches_its_report_on_the_committed_weights() -> None:
@@ -84,9 +86,9 @@ def test_demo_accuracy_table_matches_its_report_on_the_committed_weights() -> No
     for name in own["per_class"]:
         mine, theirs = own["per_class"][name], drawn["per_class"][name]
         row = f"| {name} | {mine['correct']}/{mine['clips']} | {theirs['correct']}/{theirs['clips']} |"
-        assert row in README, row
+        assert row in MODELS, row
     for figures in (own, drawn):
-        assert f"{figures['correct']}/{figures['clips']} ({100 * figures['top1']:.1f}%)" in README
+        assert f"{figures['correct']}/{figures['clips']} ({100 * figures['top1']:.1f}%)" in MODELS
 
 
 def test_options_table_matches_the_parser() -> None:
@@ -106,7 +108,7 @@ def test_error_table_lists_every_error_the_handler_raises() -> None:
 
 def test_limits_table_matches_the_defaults() -> None:
     for limit in fields(DecodeLimits):
-        assert f"| `{limit.name}` | {getattr(DecodeLimits(), limit.name)} |" in README, limit.name
+        assert f"| `{limit.name}` | {getattr(DecodeLimits(), limit.name)} |" in CONFIGURATION, limit.name
 
 
 def test_performance_doc_lists_every_inference_option_with_its_default() -> None:
@@ -158,3 +160,29 @@ def test_detection_doc_lists_every_detection_option() -> None:
     for spec in DETECTION_MODELS.values():
         assert f"| `{spec.name}` |" in doc
         assert f"| {spec.map_percent} | {spec.params_m} | `{spec.checkpoint_filename}` |" in doc
+
+
+def test_readme_is_a_short_page() -> None:
+    assert len(README.splitlines()) <= 200
+
+
+DOCUMENTS = [REPO / "README.md", REPO / "SECURITY.md", *sorted((REPO / "docs").glob("*.md"))]
+
+
+def _anchors(text: str) -> set[str]:
+    """GitHub's heading anchors: lower case, punctuation dropped, spaces to hyphens."""
+    headings = re.findall(r"^#+ (.+)$", re.sub(r"^```.*?^```", "", text, flags=re.M | re.S), flags=re.M)
+    return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in headings}
+
+
+@pytest.mark.parametrize("doc", DOCUMENTS, ids=lambda p: p.name)
+def test_relative_links_resolve(doc: Path) -> None:
+    """Every relative link of the README, SECURITY.md and docs/ names a file that exists, and a heading in it."""
+    for target in re.findall(r"\]\(([^)\s]+)\)", doc.read_text()):
+        if target.startswith(("http://", "https://", "mailto:")):
+            continue
+        path, _, anchor = target.partition("#")
+        linked = (doc.parent / path).resolve() if path else doc
+        assert linked.exists(), f"{doc.name}: {target}"
+        if anchor and linked.suffix == ".md":
+            assert anchor in _anchors(linked.read_text()), f"{doc.name}: {target}"

@@ -22,7 +22,7 @@ no frame count or stream duration (PySlowFast then decodes the whole video and p
 
 The 10 x 3 protocol costs 30 forwards per side; by default it runs on one video for one entry per toolbox. The
 rest of the matrix (every toolbox entry, every video, single view and 10 x 3) is marked ``toolbox_matrix`` and runs
-only when asked for: ``pytest -m toolbox_matrix tests/test_toolbox_parity.py`` (README, Tests).
+only when asked for: ``pytest -m toolbox_matrix tests/test_toolbox_parity.py`` (docs/testing.md).
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ REFUSED = 2
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", type=Path, metavar="IN", help="the checkpoint file as downloaded")
     parser.add_argument(
-        "--model", choices=sorted(REGISTRY), metavar="NAME", help="registry entry to convert for (README: Models)"
+        "--model", choices=sorted(REGISTRY), metavar="NAME", help="registry entry to convert for (docs/models.md)"
     )
     parser.add_argument("--out", type=Path, help="where to write the converted checkpoint (.pyth)")
     parser.add_argument("--describe", action="store_true", help="only print what IN is and which entries fit it")
