@@ -17,7 +17,6 @@ import logging
 import math
 import time
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -42,8 +41,8 @@ from handler.persons import PersonDetector, describe
 from handler.pipeline import (
     CpuEngine,
     InferenceOptions,
+    ServedModel,
     autocast,
-    cpu_count,
     resolve_engine,
     stream_prepared,
     video_summary,
@@ -124,7 +123,7 @@ def check_detection_options(options: InferenceOptions) -> None:
         raise ValueError("compile applies to the classifiers; the AVA detection models are not compiled")
 
 
-class ActionDetector:
+class ActionDetector(ServedModel):
     """A loaded AVA detection model, its labels and its person detector: answers batches of detection requests.
 
     Args:
@@ -169,10 +168,7 @@ class ActionDetector:
             if self.options.channels_last:
                 network = network.to(memory_format=torch.channels_last_3d)
         self.network = network
-        self.decode_workers = self.options.decode_workers or cpu_count()
-        self._pool = ThreadPoolExecutor(self.decode_workers, thread_name_prefix="prepare")
-        if self.options.warmup:
-            self.warm_up()
+        self._start()
 
     @classmethod
     def load(
@@ -202,11 +198,6 @@ class ActionDetector:
         network, loaded = load_detector_network(spec, checkpoint)
         eager = replace(options, export="eager")
         return cls(spec, network, labels, loaded.description, device, persons, limits, eager, max_boxes)
-
-    @property
-    def engine(self) -> dict[str, str]:
-        """What runs the forward: ``{"name": "eager" | "openvino", "precision", "device"}``."""
-        return {"name": self.options.export, "precision": self.options.precision, "device": str(self.device)}
 
     def warm_up(self) -> None:
         """One forward of a zero clip with one box: kernel choice and lazy initialisation happen now."""

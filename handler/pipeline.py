@@ -346,7 +346,31 @@ def video_summary(info: VideoInfo, rotation: int) -> dict[str, Any]:
     }
 
 
-class VideoClassifier:
+class ServedModel:
+    """What a served model of either kind (:class:`VideoClassifier`, :class:`handler.detection_pipeline.ActionDetector`)
+    has: a device, its inference options, the threads that prepare a batch's requests, a warm-up forward."""
+
+    device: torch.device
+    options: InferenceOptions
+
+    def _start(self) -> None:
+        """The preparation threads (``decode_workers``, 0: one per usable core) and the warm-up forward."""
+        self.decode_workers = self.options.decode_workers or cpu_count()
+        self._pool = ThreadPoolExecutor(self.decode_workers, thread_name_prefix="prepare")
+        if self.options.warmup:
+            self.warm_up()
+
+    def warm_up(self) -> None:
+        raise NotImplementedError
+
+    @property
+    def engine(self) -> dict[str, str]:
+        """What runs the forward, as responses report it: ``{"name": "openvino" | "eager" | ..., "precision":
+        "fp32" | ..., "device": "cpu" | "cuda:0"}``."""
+        return {"name": self.options.export, "precision": self.options.precision, "device": str(self.device)}
+
+
+class VideoClassifier(ServedModel):
     """A loaded model with its labels: classifies batches of video requests.
 
     Args:
@@ -380,10 +404,7 @@ class VideoClassifier:
             options = replace(options, export=built)
         self.options = options
         self.model = self._optimised(model)
-        self.decode_workers = self.options.decode_workers or cpu_count()
-        self._pool = ThreadPoolExecutor(self.decode_workers, thread_name_prefix="prepare")
-        if self.options.warmup:
-            self.warm_up()
+        self._start()
 
     @classmethod
     def load(
@@ -422,12 +443,6 @@ class VideoClassifier:
                 "give the label file the checkpoint was trained with"
             )
         return cls(spec, model, labels, description, device, limits, options)
-
-    @property
-    def engine(self) -> dict[str, str]:
-        """What runs the forward, as responses report it: ``{"name": "openvino" | "eager" | ..., "precision":
-        "fp32" | ..., "device": "cpu" | "cuda:0"}``."""
-        return {"name": self.options.export, "precision": self.options.precision, "device": str(self.device)}
 
     def _optimised(self, model: torch.nn.Module | ExportedModel) -> torch.nn.Module | ExportedModel:
         if isinstance(model, ExportedModel):

@@ -394,7 +394,7 @@ def build_detection_archive(
             inference=asdict(inference),
             version=handler_version(),
             export=_export_record(report, checkpoint, openvino),
-            detection={**asdict(detection), "detector_checkpoint": detector_weights},
+            detection=detection.record(random_init),
         )
     BuildRecord.path_for(name, model_store).write_text(json.dumps(asdict(record), indent=2) + "\n")
     return model_store / f"{name}.mar"
