@@ -11,9 +11,12 @@
 #   make serve MODEL=slowfast_r50_detection|slow_r50_detection [CHECKPOINT=...] [DETECTOR=hog|fasterrcnn_resnet50_fpn|
 #              fasterrcnn_resnet50_fpn_v2] [DETECTOR_CHECKPOINT=path.pth] [DETECTOR_THRESHOLD=0.75] [MAX_BOXES=32]
 #              AVA actions per person box; the detector finds people when a request gives no boxes (docs/detection.md)
-#   make stop
+#              [WEB=0] [WEB_PORT=8090]   the web page to try the model, on http://127.0.0.1:8090/ (docs/web.md);
+#              WEB=0 leaves it out
+#   make stop            stops TorchServe and the web page
 #   make models          describe the served models (workers, batching); make scale NAME=... WORKERS=2
 #   make test            the whole suite (unit, parity, TorchServe integration) plus lint
+#   make web-screenshots the web page's screenshots in docs/images/, taken by its browser test (docs/web.md)
 #   make archive MODEL=... CHECKPOINT=...|RANDOM_INIT=1
 #   make download MODEL=...
 #   make train-demo      re-create the synthetic dataset and re-train models/motion_demo (at most 45 minutes on
@@ -51,6 +54,8 @@ DETECTOR ?=
 DETECTOR_CHECKPOINT ?=
 DETECTOR_THRESHOLD ?=
 MAX_BOXES ?=
+WEB ?=
+WEB_PORT ?=
 WORKERS ?= 1
 PYTEST_ARGS ?=
 
@@ -66,7 +71,7 @@ DEMO_DATA ?= data/motion
 
 .PHONY: setup serve models scale stop status archive download train-demo demo-accuracy bench bench-models bench-stages bench-export \
 	bench-memory bench-detection \
-	test lint clean
+	test web-screenshots lint clean
 
 setup: $(STAMP)
 
@@ -75,7 +80,8 @@ $(STAMP): requirements.txt requirements-dev.txt requirements-java.txt pyproject.
 	touch $@
 
 serve: $(STAMP)
-	$(CLI) serve $(model_args) $(if $(filter 1 yes true,$(MODEL_API)),--enable-model-api)
+	$(CLI) serve $(model_args) $(if $(filter 1 yes true,$(MODEL_API)),--enable-model-api) \
+		$(if $(WEB_PORT),--web-port $(WEB_PORT)) $(if $(filter 0 no false,$(WEB)),--no-web)
 
 models: $(STAMP)
 	$(CLI) models
@@ -138,6 +144,9 @@ lint: $(STAMP)
 
 test: lint
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+web-screenshots: $(STAMP)
+	WEB_SCREENSHOTS=docs/images $(PY) -m pytest tests/test_web.py
 
 clean:
 	rm -rf build run .pytest_cache .ruff_cache model_store/*.mar model_store/*.build.json

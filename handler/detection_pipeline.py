@@ -140,6 +140,8 @@ class ActionDetector(ServedModel):
             is parsed; the detector's best ``max_boxes`` are kept).
     """
 
+    kind = "detector"
+
     def __init__(
         self,
         spec: DetectionSpec,
@@ -198,6 +200,13 @@ class ActionDetector(ServedModel):
         network, loaded = load_detector_network(spec, checkpoint)
         eager = replace(options, export="eager")
         return cls(spec, network, labels, loaded.description, device, persons, limits, eager, max_boxes)
+
+    def clip(self) -> dict[str, float]:
+        return {"frames": self.spec.num_frames, "seconds": self.spec.clip_sec}
+
+    def describe(self) -> dict[str, Any]:
+        """The models' description plus the person detector (``None``: boxes must be given)."""
+        return {**super().describe(), "detector": describe(self.persons)}
 
     def warm_up(self) -> None:
         """One forward of a zero clip with one box: kernel choice and lazy initialisation happen now."""

@@ -352,6 +352,9 @@ class ServedModel:
 
     device: torch.device
     options: InferenceOptions
+    kind: str  # "classifier" or "detector": what the web page and the models listing call it
+    labels: list[str]
+    weights: str
 
     def _start(self) -> None:
         """The preparation threads (``decode_workers``, 0: one per usable core) and the warm-up forward."""
@@ -369,6 +372,22 @@ class ServedModel:
         "fp32" | ..., "device": "cpu" | "cuda:0"}``."""
         return {"name": self.options.export, "precision": self.options.precision, "device": str(self.device)}
 
+    def clip(self) -> dict[str, float]:
+        """One input clip: ``{"frames": frames fed to the network, "seconds": its nominal length}``."""
+        raise NotImplementedError
+
+    def describe(self) -> dict[str, Any]:
+        """What the management API's customized description shows (``customizedMetadata``): the model, its kind,
+        clip, number of classes, weights and the engine this worker runs."""
+        return {
+            "model": self.spec.name,
+            "kind": self.kind,
+            "clip": self.clip(),
+            "classes": len(self.labels),
+            "weights": self.weights,
+            "engine": self.engine,
+        }
+
 
 class VideoClassifier(ServedModel):
     """A loaded model with its labels: classifies batches of video requests.
@@ -382,6 +401,8 @@ class VideoClassifier(ServedModel):
         limits: bounds on each request's decoding work.
         options: precision, memory format, compilation and preparation threads.
     """
+
+    kind = "classifier"
 
     def __init__(
         self,
@@ -455,6 +476,9 @@ class VideoClassifier(ServedModel):
         if self.options.compile:
             model = torch.compile(model)
         return model
+
+    def clip(self) -> dict[str, float]:
+        return {"frames": self.spec.clip.num_frames, "seconds": round(self.spec.clip.duration_sec, 3)}
 
     def warm_up(self) -> None:
         """One forward of a zero clip: cuDNN / oneDNN kernel choice, CUDA context, compilation happen now."""

@@ -23,7 +23,6 @@ try:
     from handler.labels import read_labels
     from handler.memory import configure_allocator, release_memory
     from handler.models import get_spec
-    from handler.persons import describe as describe_persons
     from handler.persons import load_person_detector
     from handler.pipeline import VideoClassifier, select_device
     from handler.request import Limits, ParsedRow, parse_detection_request, parse_request, parse_row, parse_views
@@ -144,13 +143,10 @@ class SlowFastHandler:
         return responses
 
     def describe(self) -> dict[str, Any]:
-        """What the management API's customized description shows (``customizedMetadata``): the model, its
-        weights and the engine this worker runs (and an AVA detection model's person detector)."""
-        classifier = self.classifier
-        described = {"model": classifier.spec.name, "weights": classifier.weights, "engine": classifier.engine}
-        if isinstance(classifier, ActionDetector):
-            described["detector"] = describe_persons(classifier.persons)
-        return described
+        """What the management API's customized description shows (``customizedMetadata``): the model, its kind
+        (classifier or detector), clip, number of classes, weights, the engine this worker runs and an AVA
+        detection model's person detector."""
+        return self.classifier.describe()
 
 
 def _is_grpc(headers: dict[str, Any]) -> bool:

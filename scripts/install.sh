@@ -4,8 +4,9 @@
 #   scripts/install.sh --venv .venv [--dev]     create .venv if needed and install the pinned stack into it
 #   scripts/install.sh --python python3 [--dev] install into an existing interpreter (e.g. in a container)
 #
-# --dev adds the test and lint tools (requirements-dev.txt) and Debian's ffmpeg, which the format tests use to
-# write videos in codecs PyAV cannot encode (installed with apt-get when missing and running as root), and the
+# --dev adds the test and lint tools (requirements-dev.txt), Debian's ffmpeg, which the format tests use to
+# write videos in codecs PyAV cannot encode, and Debian's chromium and chromium-driver, the browser the web page's
+# tests drive (both installed with apt-get when missing and running as root), and the
 # test-only reference environments .venv-ref/{mmaction2,paddlevideo,pyslowfast} (see ref_env below);
 # --no-reference-envs leaves those out. --system-site-packages makes a new --venv see the
 # system's packages, so that a preinstalled torch of the pinned version is used instead of downloaded.
@@ -23,7 +24,7 @@ dev=0
 reference_envs=1
 venv_options=()
 
-usage() { sed -n '2,14p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 2; }
+usage() { sed -n '2,15p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 2; }
 
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -86,14 +87,21 @@ else
   "$python" -m pip install --quiet --disable-pip-version-check -r "$java_requirements" \
     2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
 fi
-if [[ $dev == 1 ]] && ! command -v ffmpeg >/dev/null 2>&1; then
+apt_for_tests() {  # apt_for_tests COMMAND PURPOSE PACKAGE...: install Debian packages when COMMAND is missing
+  local command=$1 purpose=$2
+  shift 2
+  command -v "$command" >/dev/null 2>&1 && return 0
   if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null 2>&1; then
-    echo "install.sh: installing Debian's ffmpeg for the format tests"
+    echo "install.sh: installing Debian's $* for $purpose"
     export DEBIAN_FRONTEND=noninteractive
-    apt-get install -y -q ffmpeg >/dev/null || { apt-get update -q >/dev/null && apt-get install -y -q ffmpeg >/dev/null; }
+    apt-get install -y -q "$@" >/dev/null || { apt-get update -q >/dev/null && apt-get install -y -q "$@" >/dev/null; }
   else
-    echo "install.sh: ffmpeg not found; the format tests need it (e.g. sudo apt-get install ffmpeg)" >&2
+    echo "install.sh: $command not found; $purpose need it (e.g. sudo apt-get install $*)" >&2
   fi
+}
+if [[ $dev == 1 ]]; then
+  apt_for_tests ffmpeg "the format tests" ffmpeg
+  apt_for_tests chromedriver "the web page's browser tests" chromium chromium-driver
 fi
 # Reference environments (--dev only): the parity tests run each toolbox's OWN code (MMAction2 1.2.0, PaddleVideo
 # from ppvideo 2.3.1, PySlowFast 1.0) through tests/toolboxes/*_runner.py, each in a virtual environment of its

@@ -122,6 +122,17 @@ COMMANDS: dict[str, Command] = {
         "slowfast-serve stream rtsp://camera.local/stream --every 2 --output labelled.mp4",
         "slowfast-serve stream recording.mp4 --model motion_demo --json",
     ),
+    "web": Command(
+        "slowfast_serve.web.command",
+        "configure",
+        "run",
+        "the web page alone, against a running TorchServe (make serve starts it too)",
+        (
+            "slowfast-serve web",
+            "slowfast-serve web --port 8091 --inference-url http://10.0.0.5:8080 --management-url "
+            "http://10.0.0.5:8081 --key-file key_file.json",
+        ),
+    ),
     "models": _client(
         "management",
         "describe the served models: versions, workers, batching (make models)",

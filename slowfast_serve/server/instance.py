@@ -10,6 +10,7 @@ it stops at once and says how to proceed.
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -33,9 +34,17 @@ from slowfast_serve.server.archive import (
 )
 from slowfast_serve.server.torchserve import ServeError, TorchServe, java_environment
 from slowfast_serve.server.weights import DownloadError, find_checkpoint
+from slowfast_serve.web.command import (
+    DEFAULT_HOST,
+    DEFAULT_PORT,
+    SERVE_REMEDY,
+    BackgroundPage,
+    PageError,
+    check_port,
+)
 
 DEFAULT_RUNTIME = REPO / "run"
-FAILURES = (ServeError, DownloadError, ValueError, KeyError, OSError)
+FAILURES = (ServeError, DownloadError, PageError, ValueError, KeyError, OSError)
 
 
 def ensure_archive(
@@ -100,6 +109,10 @@ def run_serve(args: argparse.Namespace) -> int:
     server = TorchServe(args.runtime_dir, args.model_store)
     if server.pid() is not None:
         raise ServeError(f"TorchServe is already running (pid {server.pid()}); run `make stop` first")
+    page = BackgroundPage(server.runtime_dir)
+    page.stop()  # a page left by a TorchServe that died
+    if not args.no_web:
+        check_port(DEFAULT_HOST, args.web_port, SERVE_REMEDY)
     limits, inference = parse_limits(args.limit), parse_inference(args.inference)
     ensure_archive(
         args.model,
@@ -123,6 +136,15 @@ def run_serve(args: argparse.Namespace) -> int:
     record = BuildRecord.load(name, args.model_store)
     weights = record.weights if record else "unknown"
     url = f"{server.inference_url}/predictions/{name}"
+    page_url = None
+    if not args.no_web:
+        key_file = server.key_file if server.token_auth() else None
+        try:
+            page_url = page.start(server.inference_url, server.management_url, key_file, args.web_port)
+        except PageError as e:  # TorchServe itself serves: say so, and how to start the page alone
+            print(
+                f"WARNING: the web page did not start: {e}\n  retry with: .venv/bin/slowfast-serve web", file=sys.stderr
+            )
     print(
         f"\nServing {name} (weights: {weights}) at {url}\n"
         + (
@@ -134,6 +156,7 @@ def run_serve(args: argparse.Namespace) -> int:
         "  `.venv/bin/slowfast-serve token` issues a new one).\n\n"
         + (_detect_help if args.model in DETECTION_MODELS else _classify_help)(name, url, server.key_file)
         + "Stop: make stop"
+        + (f"\n\nTry it in a browser: open {page_url}" if page_url else "")
     )
     return 0
 
@@ -166,6 +189,8 @@ def _detect_help(name: str, url: str, key_file: Path) -> str:
 
 def run_stop(args: argparse.Namespace) -> int:
     server = TorchServe(args.runtime_dir, args.model_store)
+    if BackgroundPage(server.runtime_dir).stop():
+        print("the web page stopped")
     print("TorchServe stopped" if server.stop() else "TorchServe was not running")
     return 0
 
@@ -176,6 +201,9 @@ def run_status(args: argparse.Namespace) -> int:
     print(
         f"TorchServe running (pid {pid}), inference at {server.inference_url}" if pid else "TorchServe is not running"
     )
+    page = BackgroundPage(server.runtime_dir)
+    if page.pid() is not None:
+        print(f"the web page: {page.url()} (pid {page.pid()})")
     return 0
 
 
@@ -218,6 +246,10 @@ def configure_serve(parser: argparse.ArgumentParser) -> None:
     add_setting_arguments(parser)
     add_detection_arguments(parser)
     parser.add_argument("--timeout", type=float, default=600, help="seconds to wait for the model (default: 600)")
+    parser.add_argument(
+        "--web-port", type=int, default=DEFAULT_PORT, help="port of the web page (default: %(default)s, loopback only)"
+    )
+    parser.add_argument("--no-web", action="store_true", help="do not start the web page")
     parser.add_argument(
         "--enable-model-api",
         action="store_true",
