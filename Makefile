@@ -31,6 +31,8 @@
 #                        1080p (docs/bench-memory.md; about 15 minutes on 2 cores)
 #   make bench-detection AVA detection through TorchServe at 720p: keyframes/s with 1, 4, 16 given boxes and with
 #                        each person detector, stage shares, peak worker memory, bf16 agreement (docs/bench-detection.md)
+#   make bench-smoothing timeline events against the known change points of edited videos: the smoothing
+#                        defaults of slowfast-serve timeline (docs/bench-smoothing.md, docs/timeline.md)
 #   make bench-export    eager (fp32, bf16) vs TorchScript vs AOTInductor vs OpenVINO (fp32, bf16, int8): forward
 #                        time and agreement (docs/bench-export.md)
 
@@ -70,7 +72,7 @@ model_args = --model $(MODEL) $(weights_args) $(if $(LABELS),--labels '$(LABELS)
 DEMO_DATA ?= data/motion
 
 .PHONY: setup serve models scale stop status archive download train-demo demo-accuracy bench bench-models bench-stages bench-export \
-	bench-memory bench-detection \
+	bench-memory bench-detection bench-smoothing \
 	test web-screenshots lint clean
 
 setup: $(STAMP)
@@ -119,6 +121,9 @@ bench: bench-stages
 	$(PY) -m bench.serving --workloads 720p 1080p 256p --requests 12 --concurrency 4 --batch-size 2 \
 		--max-batch-delay 50 --also export=eager --also precision=bf16 --also "export=openvino precision=bf16" \
 		--also "export=openvino precision=int8" --toolbox-model mmaction2_slowfast_r50_8x8 --report docs/bench.md
+
+bench-smoothing: $(STAMP)
+	$(PY) -m bench.smoothing --report docs/bench-smoothing.md
 
 bench-models: $(STAMP)
 	$(PY) -m bench.models --repeats 3 --report docs/bench-models.md

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -89,19 +90,28 @@ def render(console: Console, video: Path, body: dict) -> None:
         table.add_row(str(rank), prediction["label"], f"{prediction['score']:.4f}", str(prediction["class_id"]))
     console.print(table)
     if "timeline" in body:
-        intervals = Table(title=f"timeline (windows every {body['timeline']['stride_sec']:.3g} s)")
-        for column in ("from (s)", "to (s)", "label", "mean score"):
-            intervals.add_column(column)
-        for run in body["timeline"]["intervals"]:
-            intervals.add_row(
-                f"{run['start_sec']:.2f}", f"{run['end_sec']:.2f}", run["label"], f"{run['mean_score']:.3f}"
+        timeline = body["timeline"]
+        console.print(_runs_table(f"timeline (windows every {timeline['stride_sec']:.3g} s)", timeline["intervals"]))
+        if "events" in timeline:  # added by `slowfast-serve timeline` (slowfast_serve.client.smoothing)
+            smoothing = timeline["smoothing"]
+            title = (
+                f"events (scores averaged over {smoothing['seconds']:g} s, none under {smoothing['min_event_sec']:g} s)"
             )
-        console.print(intervals)
+            console.print(_runs_table(title, timeline["events"]))
     if body.get("weights") == "random-init":
         console.print("[yellow]weights: random-init: these predictions are meaningless[/yellow]")
     else:
         console.print(f"weights: {body.get('weights')}", style="dim")
     console.print(f"engine: {engine_text(body.get('engine'))}", style="dim")
+
+
+def _runs_table(title: str, runs: list[dict[str, Any]]) -> Table:
+    table = Table(title=title)
+    for column in ("from (s)", "to (s)", "label", "mean score"):
+        table.add_column(column)
+    for run in runs:
+        table.add_row(f"{run['start_sec']:.2f}", f"{run['end_sec']:.2f}", run["label"], f"{run['mean_score']:.3f}")
+    return table
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
