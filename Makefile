@@ -33,6 +33,8 @@
 #                        each person detector, stage shares, peak worker memory, bf16 agreement (docs/bench-detection.md)
 #   make bench-smoothing timeline events against the known change points of edited videos: the smoothing
 #                        defaults of slowfast-serve timeline (docs/bench-smoothing.md, docs/timeline.md)
+#   make bench-live      frame-to-answer latency of slowfast-serve stream on a live RTSP camera stand-in
+#                        (docs/bench-live.md, docs/streams.md)
 #   make bench-export    eager (fp32, bf16) vs TorchScript vs AOTInductor vs OpenVINO (fp32, bf16, int8): forward
 #                        time and agreement (docs/bench-export.md)
 
@@ -72,7 +74,7 @@ model_args = --model $(MODEL) $(weights_args) $(if $(LABELS),--labels '$(LABELS)
 DEMO_DATA ?= data/motion
 
 .PHONY: setup serve models scale stop status archive download train-demo demo-accuracy bench bench-models bench-stages bench-export \
-	bench-memory bench-detection bench-smoothing \
+	bench-memory bench-detection bench-smoothing bench-live \
 	test web-screenshots lint clean
 
 setup: $(STAMP)
@@ -124,6 +126,9 @@ bench: bench-stages
 
 bench-smoothing: $(STAMP)
 	$(PY) -m bench.smoothing --report docs/bench-smoothing.md
+
+bench-live: $(STAMP)
+	$(PY) -m bench.live_latency --seconds 60 --report docs/bench-live.md
 
 bench-models: $(STAMP)
 	$(PY) -m bench.models --repeats 3 --report docs/bench-models.md

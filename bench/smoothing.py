@@ -20,6 +20,7 @@ import shlex
 import sys
 import time
 from dataclasses import asdict
+from importlib import metadata
 from pathlib import Path
 
 import torch
@@ -95,7 +96,8 @@ def markdown(report: dict, args: argparse.Namespace) -> str:
     lines = [
         "# Timeline events against known change points",
         "",
-        f"`{command}` on {report['machine']}, {report['seconds']:.0f} s. {report['videos']} edited videos of "
+        f"`{command}` on {report['machine']}, torch {metadata.version('torch')}, av {metadata.version('av')}, "
+        f"{report['seconds']:.0f} s. {report['videos']} edited videos of "
         f"`{MODEL}`'s synthetic motions, {report['chapters']} chapters each (two clips of different looks per "
         "chapter, 320x240, 25 fps, 6 to 8 s per chapter), classified window by window with `top_k` 3, then "
         "turned into events by `slowfast_serve.client.smoothing.events` with each setting: the span of the "

@@ -5,8 +5,9 @@
 #   scripts/install.sh --python python3 [--dev] install into an existing interpreter (e.g. in a container)
 #
 # --dev adds the test and lint tools (requirements-dev.txt), Debian's ffmpeg, which the format tests use to
-# write videos in codecs PyAV cannot encode, and Debian's chromium and chromium-driver, the browser the web page's
-# tests drive (both installed with apt-get when missing and running as root), and the
+# write videos in codecs PyAV cannot encode, Debian's chromium and chromium-driver, the browser the web page's
+# tests drive, and GStreamer's RTSP server for the live-stream tests (installed with apt-get when missing and
+# running as root), and the
 # test-only reference environments .venv-ref/{mmaction2,paddlevideo,pyslowfast} (see ref_env below);
 # --no-reference-envs leaves those out. --system-site-packages makes a new --venv see the
 # system's packages, so that a preinstalled torch of the pinned version is used instead of downloaded.
@@ -24,7 +25,7 @@ dev=0
 reference_envs=1
 venv_options=()
 
-usage() { sed -n '2,15p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 2; }
+usage() { sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 2; }
 
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -87,21 +88,25 @@ else
   "$python" -m pip install --quiet --disable-pip-version-check -r "$java_requirements" \
     2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
 fi
-apt_for_tests() {  # apt_for_tests COMMAND PURPOSE PACKAGE...: install Debian packages when COMMAND is missing
-  local command=$1 purpose=$2
+apt_for_tests() {  # apt_for_tests CHECK PURPOSE PACKAGE...: install Debian packages when the command CHECK fails
+  local check=$1 purpose=$2
   shift 2
-  command -v "$command" >/dev/null 2>&1 && return 0
+  bash -c "$check" >/dev/null 2>&1 && return 0
   if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null 2>&1; then
     echo "install.sh: installing Debian's $* for $purpose"
     export DEBIAN_FRONTEND=noninteractive
     apt-get install -y -q "$@" >/dev/null || { apt-get update -q >/dev/null && apt-get install -y -q "$@" >/dev/null; }
   else
-    echo "install.sh: $command not found; $purpose need it (e.g. sudo apt-get install $*)" >&2
+    echo "install.sh: $purpose need Debian's $* (e.g. sudo apt-get install $*)" >&2
   fi
 }
 if [[ $dev == 1 ]]; then
-  apt_for_tests ffmpeg "the format tests" ffmpeg
-  apt_for_tests chromedriver "the web page's browser tests" chromium chromium-driver
+  apt_for_tests "command -v ffmpeg" "the format tests" ffmpeg
+  apt_for_tests "command -v chromedriver" "the web page's browser tests" chromium chromium-driver
+  # A live RTSP camera for the stream tests: GStreamer's RTSP server, run by Debian's python3 (tests/rtsp_server.py).
+  apt_for_tests "/usr/bin/python3 -c 'import gi; gi.require_version(\"GstRtspServer\", \"1.0\")'" \
+    "the live-stream tests" gstreamer1.0-rtsp gir1.2-gst-rtsp-server-1.0 python3-gi gstreamer1.0-plugins-base \
+    gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly
 fi
 # Reference environments (--dev only): the parity tests run each toolbox's OWN code (MMAction2 1.2.0, PaddleVideo
 # from ppvideo 2.3.1, PySlowFast 1.0) through tests/toolboxes/*_runner.py, each in a virtual environment of its
