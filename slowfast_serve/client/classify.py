@@ -94,9 +94,7 @@ def render(console: Console, video: Path, body: dict) -> None:
         console.print(_runs_table(f"timeline (windows every {timeline['stride_sec']:.3g} s)", timeline["intervals"]))
         if "events" in timeline:  # added by `slowfast-serve timeline` (slowfast_serve.client.smoothing)
             smoothing = timeline["smoothing"]
-            title = (
-                f"events (scores averaged over {smoothing['seconds']:g} s, none under {smoothing['min_event_sec']:g} s)"
-            )
+            title = f"events (smoothed over {smoothing['seconds']:g} s, >= {smoothing['min_event_sec']:g} s)"
             console.print(_runs_table(title, timeline["events"]))
     if body.get("weights") == "random-init":
         console.print("[yellow]weights: random-init: these predictions are meaningless[/yellow]")
