@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
-import socket
 import statistics
 import subprocess
 import sys
@@ -30,15 +29,9 @@ from bench.workloads import machine, publish
 from handler.models import get_spec
 from slowfast_serve.server import REPO
 from slowfast_serve.server.archive import ServingConfig, build_archive
-from slowfast_serve.server.torchserve import TorchServe, free_port_overrides
+from slowfast_serve.server.torchserve import TorchServe, free_port, free_port_overrides
 
 CLI = str(Path(sys.executable).with_name("slowfast-serve"))
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _quantile(values: list[float], q: float) -> float:
@@ -61,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         mar = build_archive("motion_demo", REPO / spec.bundled_checkpoint, model_store=root / "store", serving=serving)
         server = TorchServe(root / "ts", mar.parent)
         server.start({"motion_demo": mar.name}, overrides=free_port_overrides())
-        port = _port()
+        port = free_port()
         camera = subprocess.Popen(
             ["/usr/bin/python3", str(REPO / "tests" / "rtsp_server.py"), str(port)], stdout=subprocess.PIPE, text=True
         )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import socket
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -35,13 +34,6 @@ def running_torchserve(
         yield instance
     finally:
         instance.stop()
-
-
-def free_port() -> int:
-    """A loopback port that was free a moment ago."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def post_video(server: TorchServe, model: str, token: str | None = "auto", **kwargs) -> requests.Response:

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from slowfast_serve.server.torchserve import TorchServe
-from tests.serving import CLI, free_port
+from slowfast_serve.server.torchserve import TorchServe, free_port
+from tests.serving import CLI
 
 pytestmark = pytest.mark.integration
 

@@ -18,8 +18,9 @@ import pytest
 import requests
 import uvicorn
 
+from slowfast_serve.server.torchserve import free_port
 from slowfast_serve.web.proxy import STATIC, WebSettings, create_app
-from tests.serving import CLI, free_port
+from tests.serving import CLI
 
 KEYS = {"inference": {"key": "inference-key-1"}, "management": {"key": "management-key-2"}, "API": {"key": "api-3"}}
 API = {"X-Requested-With": "slowfast-web"}

@@ -275,6 +275,13 @@ class TorchServe:
         return "\n".join(parts) or f"(no logs in {self.log_dir})"
 
 
+def free_port() -> int:
+    """A loopback port that was free a moment ago (for a server started beside a ``make serve`` instance)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def free_port_overrides() -> dict[str, str]:
     """Config properties that put every TorchServe listener on a loopback port that was free a moment ago (for
     tests and benchmarks running beside a ``make serve`` instance)."""
