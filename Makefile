@@ -35,6 +35,8 @@
 #                        defaults of slowfast-serve timeline (docs/bench-smoothing.md, docs/timeline.md)
 #   make bench-live      frame-to-answer latency of slowfast-serve stream on a live RTSP camera stand-in
 #                        (docs/bench-live.md, docs/streams.md)
+#   make bench-long      an hour of video in parts through the default limits vs one unlimited request
+#                        (docs/bench-long-timeline.md, docs/timeline.md)
 #   make bench-export    eager (fp32, bf16) vs TorchScript vs AOTInductor vs OpenVINO (fp32, bf16, int8): forward
 #                        time and agreement (docs/bench-export.md)
 
@@ -74,7 +76,7 @@ model_args = --model $(MODEL) $(weights_args) $(if $(LABELS),--labels '$(LABELS)
 DEMO_DATA ?= data/motion
 
 .PHONY: setup serve models scale stop status archive download train-demo demo-accuracy bench bench-models bench-stages bench-export \
-	bench-memory bench-detection bench-smoothing bench-live \
+	bench-memory bench-detection bench-smoothing bench-live bench-long \
 	test web-screenshots lint clean
 
 setup: $(STAMP)
@@ -129,6 +131,9 @@ bench-smoothing: $(STAMP)
 
 bench-live: $(STAMP)
 	$(PY) -m bench.live_latency --seconds 60 --report docs/bench-live.md
+
+bench-long: $(STAMP)
+	$(PY) -m bench.long_timeline --minutes 60 --report docs/bench-long-timeline.md
 
 bench-models: $(STAMP)
 	$(PY) -m bench.models --repeats 3 --report docs/bench-models.md

@@ -36,10 +36,11 @@ from pathlib import Path
 import torch
 
 from bench.workloads import WORKLOADS, describe, machine, make_workload, publish
-from handler.decode import DecodedClip, count_packets, decode_clip, iter_clips, probe, stream_timing, video_duration
+from handler.container import probe, stream_timing, video_duration
+from handler.decode import DecodedClip, count_packets, decode_clip, iter_clips
 from handler.models import get_spec
-from handler.pipeline import timeline_starts
 from handler.sampling import view_starts
+from handler.timeline import timeline_starts
 
 CLIP = get_spec("slowfast_r50").clip
 

@@ -22,13 +22,11 @@ computed with the same float arithmetic, frames de-duplicated by pts and sorted.
 from __future__ import annotations
 
 import contextlib
-import io
 import itertools
 import math
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from fractions import Fraction
 from typing import Any
 
 import av
@@ -36,6 +34,7 @@ import numpy as np
 import torch
 from av.video.reformatter import VideoReformatter
 
+from handler.container import VideoInfo, ffmpeg_reason, open_video, stream_seconds, stream_timing, video_info
 from handler.errors import RequestError, bad_request
 from handler.models import ClipSpec
 from handler.transforms import uniform_temporal_indices
@@ -119,6 +118,7 @@ class _Budget:
                 f"the clip needs more than {limits.max_decoded_frames} decoded frames (frames before start_sec count "
                 "when the file has few key frames or no seek index); send a shorter excerpt around the moment, or "
                 "re-encode with a key frame every few seconds",
+                ("max_decoded_frames", limits.max_decoded_frames),
             )
         if time.monotonic() > self.deadline:
             raise RequestError(
@@ -126,27 +126,8 @@ class _Budget:
                 "DecodeLimitExceeded",
                 f"decoding took longer than {limits.max_decode_seconds:g} s; send a smaller or shorter video "
                 "(e.g. scaled to 720p) or an excerpt around the moment",
+                ("max_decode_seconds", limits.max_decode_seconds),
             )
-
-
-@dataclass(frozen=True)
-class VideoInfo:
-    """What the container says about the video stream.
-
-    Attributes:
-        container: demuxer name as FFmpeg reports it (e.g. ``"mov,mp4,m4a,3gp,3g2,mj2"``).
-        codec: decoder name (e.g. ``"h264"``).
-        width, height: coded frame size in pixels.
-        fps: average frame rate, or ``None`` if the container does not say.
-        duration_sec: stream (or else container) duration, or ``None`` if unknown.
-    """
-
-    container: str
-    codec: str
-    width: int
-    height: int
-    fps: float | None
-    duration_sec: float | None
 
 
 @dataclass(frozen=True)
@@ -248,17 +229,22 @@ def iter_clips(
     threads: int = 0,
     reduce: FrameReducer | None = None,
     select: FrameSelector | None = None,
+    origin_pts: int | None = None,
 ) -> Iterator[DecodedClip]:
     """:func:`decode_clip` of several ``(start_sec, end_sec)`` windows of one video (in order of their starts for
     the best speed), one clip at a time: a window is decoded only when the previous clip has been taken, so a
     request of many windows holds one window's frames at once, and windows that overlap or touch are decoded once
     (:class:`_Cursor`). The limits count the work of all of them together (one request; the time a clip spends
-    with the caller does not count)."""
+    with the caller does not count).
+
+    ``origin_pts``: the pts that second 0 stands for, instead of the stream's ``start_time``. A part cut from a
+    longer video at a key frame (timestamps kept) passes the whole video's ``start_time``, so that its windows,
+    in the whole video's seconds, hold exactly the frames they hold there."""
     budget = _Budget(limits or DecodeLimits(), threads)
     cursor = _Cursor(data, budget)
     try:
         for start, end in windows:
-            window = _window_pts(cursor.stream, start, end)
+            window = _window_pts(cursor.stream, start, end, origin_pts)
             scan, seek = cursor.scan(window)
             if not scan.pts:
                 raise _empty_window_error(scan, start, end)
@@ -278,9 +264,9 @@ def _scan_from(
     """Opens the video, computes the window from its stream and scans it (seeking to it when it does not start
     at the stream start, and decoding from the beginning when the seek lands too late). Returns the stream's
     info, the window, the scan and whether the scan sought."""
-    with _open(data, budget.threads) as container:
+    with open_video(data, budget.threads) as container:
         stream = container.streams.video[0]
-        info = _video_info(container, stream)
+        info = video_info(container, stream)
         budget.check_size(info.width, info.height)  # before decoding: the header already says
         window = window_of(stream)
         seek = window.start_pts > (stream.start_time or 0)
@@ -320,52 +306,6 @@ def _clip_from_scan(
     )
 
 
-@dataclass(frozen=True)
-class StreamTiming:
-    """The first video stream's timing as its container declares it (what the toolboxes' samplers read).
-
-    Attributes:
-        time_base: seconds per pts unit.
-        start_time: pts of the stream start (0 when the container does not say).
-        duration: the stream's duration in pts units, ``None`` when not declared.
-        frames: the stream header's frame count (0 when not declared, e.g. in mkv/webm).
-        fps: average frame rate, ``None`` when unknown.
-    """
-
-    time_base: Fraction
-    start_time: int
-    duration: int | None
-    frames: int
-    fps: float | None
-
-    def pts(self, seconds: float) -> int:
-        """The pts ``seconds`` after the stream start, rounded up as :func:`decode_clip` rounds a window start."""
-        return math.ceil(seconds / self.time_base) + self.start_time
-
-    def seconds(self, pts: float) -> float:
-        """Seconds from the stream start to ``pts``."""
-        return float((pts - self.start_time) * self.time_base)
-
-
-def stream_timing(data: bytes) -> StreamTiming:
-    """The video stream's :class:`StreamTiming`, from the container header (no decoding).
-
-    Raises:
-        RequestError: 400 as :func:`probe`, or when the stream has no time base.
-    """
-    with _open(data) as container:
-        stream = container.streams.video[0]
-        if stream.time_base is None:
-            raise bad_request("InvalidVideo", "the video stream has no time base; remux it (e.g. to mp4) and retry")
-        return StreamTiming(
-            time_base=stream.time_base,
-            start_time=stream.start_time or 0,
-            duration=stream.duration,
-            frames=stream.frames,
-            fps=float(stream.average_rate) if stream.average_rate else None,
-        )
-
-
 def count_packets(data: bytes, limits: DecodeLimits | None = None) -> int:
     """The number of frames the container holds for the first video stream as a demuxer counts them: its
     non-empty packets, read without decoding. This is decord's ``len(VideoReader)``, the frame count by which
@@ -377,7 +317,7 @@ def count_packets(data: bytes, limits: DecodeLimits | None = None) -> int:
     """
     limit = (limits or DecodeLimits()).max_decoded_frames * 4  # demuxing costs a fraction of decoding
     count = 0
-    with _open(data) as container:
+    with open_video(data) as container:
         for packet in container.demux(container.streams.video[0]):
             count += packet.size > 0
             if count > limit:
@@ -491,9 +431,9 @@ def decode_indexed_clips(
     last: tuple[int, av.VideoFrame] | None = None
     count, max_pts = 0, -math.inf
     converter: _RgbConverter | None = None
-    with _open(data, budget.threads) as container:
+    with open_video(data, budget.threads) as container:
         stream = container.streams.video[0]
-        info = _video_info(container, stream)
+        info = video_info(container, stream)
         budget.check_size(info.width, info.height)
         for frame in _decode(container, stream, budget):
             if frame.pts is None:
@@ -553,7 +493,7 @@ def _decode_prefix(
     converter: _RgbConverter,
 ) -> None:
     """Decodes the video again from its start up to the largest ``wanted`` index, adding those frames to ``held``."""
-    with _open(data, budget.threads) as container:
+    with open_video(data, budget.threads) as container:
         stream = container.streams.video[0]
         for index, frame in enumerate(_decode(container, stream, budget)):
             if index in wanted:
@@ -574,94 +514,6 @@ def decode_model_clip(
     )
 
 
-def probe(data: bytes) -> VideoInfo:
-    """The video stream's metadata, read from the container header without decoding frames.
-
-    Raises:
-        RequestError: 400 as :func:`decode_clip` for empty, unreadable or video-less files.
-    """
-    with _open(data) as container:
-        return _video_info(container, container.streams.video[0])
-
-
-def video_duration(data: bytes) -> float:
-    """Seconds from the video stream's start to the end of its last frame: the container's figure, or, when it
-    has none (some streamed mkv/webm), the end of the last packet found by demuxing (no decoding).
-
-    Raises:
-        RequestError: 400 as :func:`probe`, or ``NoFrames`` when the stream holds no timed packet.
-    """
-    info = probe(data)
-    if info.duration_sec:
-        return info.duration_sec
-    with _open(data) as container:
-        stream = container.streams.video[0]
-        ends = [p.pts + (p.duration or 0) for p in container.demux(stream) if p.pts is not None]
-    if not ends:
-        raise bad_request("NoFrames", "the video stream has no timed frame; check that the file plays")
-    return _seconds(stream, max(ends))
-
-
-def _open(data: bytes, threads: int = 0) -> av.container.InputContainer:
-    if not data:
-        raise bad_request("EmptyVideo", "the upload is empty; send the video file's bytes")
-    try:
-        # Tags are text for no one here: a corrupt, non-UTF-8 tag must not make a video unreadable.
-        container = av.open(io.BytesIO(data), mode="r", metadata_errors="replace")
-    except av.FFmpegError as e:
-        raise bad_request(
-            "InvalidVideo",
-            f"the upload is not a readable video file ({_reason(e)}); send a complete video file "
-            "(mp4, mkv, webm, avi, mov, ...)",
-        ) from e
-    demuxer = container.format.name
-    if demuxer == "image2" or demuxer.endswith("_pipe"):  # FFmpeg's still-image readers (png_pipe, jpeg_pipe, ...)
-        container.close()
-        raise bad_request(
-            "StillImage",
-            f"the upload is a still image ({demuxer.removesuffix('_pipe')}), not a video; send a video file "
-            "(an animated GIF works)",
-        )
-    if not container.streams.video:
-        kinds = sorted({s.type for s in container.streams}) or ["none"]
-        container.close()
-        raise bad_request(
-            "NoVideoStream", f"the file has no video stream (streams found: {', '.join(kinds)}); send a video file"
-        )
-    stream = container.streams.video[0]
-    if stream.codec_context is None:  # FFmpeg knows no decoder for the stream's codec (tag)
-        tag = getattr(stream, "codec_tag", None) or "unknown"
-        container.close()
-        raise bad_request(
-            "UnsupportedCodec",
-            f"the video codec ({tag!r}) cannot be decoded here; re-encode the video as H.264, HEVC, VP9 or AV1 "
-            "(e.g. ffmpeg -i in.avi -c:v libx264 out.mp4)",
-        )
-    # Frame threading: several frames in flight, 1.5x faster on 2 cores (720p H.264). It reports a broken
-    # packet only as an error from a later call, or not at all, so _decode checks the packets themselves.
-    stream.thread_type = "AUTO"
-    stream.thread_count = threads
-    return container
-
-
-def _video_info(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> VideoInfo:
-    fps = float(stream.average_rate) if stream.average_rate else None
-    if stream.duration is not None and stream.time_base is not None:
-        duration: float | None = float(stream.duration * stream.time_base)
-    elif container.duration is not None:
-        duration = container.duration / av.time_base
-    else:
-        duration = None
-    return VideoInfo(
-        container=container.format.name,
-        codec=stream.codec_context.name,
-        width=stream.codec_context.width,
-        height=stream.codec_context.height,
-        fps=fps,
-        duration_sec=duration,
-    )
-
-
 @dataclass(frozen=True)
 class _Window:
     """Frames with ``start_pts <= pts < end_pts``; with ``take_next``, also the first frame decoded at or past
@@ -672,11 +524,14 @@ class _Window:
     take_next: bool = False
 
 
-def _window_pts(stream: av.video.stream.VideoStream, start_sec: float, end_sec: float) -> _Window:
-    """The window in stream time-base units, rounded exactly as ``pytorchvideo.data.utils.secs_to_pts``."""
+def _window_pts(
+    stream: av.video.stream.VideoStream, start_sec: float, end_sec: float, origin_pts: int | None = None
+) -> _Window:
+    """The window in stream time-base units, rounded exactly as ``pytorchvideo.data.utils.secs_to_pts``, from
+    ``origin_pts`` (default: the stream's ``start_time``)."""
     if stream.time_base is None:
         raise bad_request("InvalidVideo", "the video stream has no time base; remux it (e.g. to mp4) and retry")
-    offset = stream.start_time if stream.start_time is not None else 0.0
+    offset = origin_pts if origin_pts is not None else stream.start_time if stream.start_time is not None else 0.0
     # float / Fraction is float division: the same rounding as PyTorchVideo, kept on purpose for parity.
     return _Window(
         start_pts=math.ceil(start_sec / stream.time_base) + offset,
@@ -706,7 +561,7 @@ _OVERSHOT = _Scan(pts=[], frames={}, last_frame_sec=None, overshot=True)
 
 
 def _rescan(data: bytes, window: _Window, *, seek: bool, budget: _Budget, wanted: set[int] | None = None) -> _Scan:
-    with _open(data, budget.threads) as container:
+    with open_video(data, budget.threads) as container:
         return _scan_window(container, container.streams.video[0], window, seek=seek, budget=budget, wanted=wanted)
 
 
@@ -774,7 +629,7 @@ def _collect(
             break  # the first frame past the end was kept (take_next)
     if sought and last_pts is None:
         return _OVERSHOT, None  # nothing decodable after the seek point
-    last_sec = None if last_pts is None else _seconds(stream, last_pts)
+    last_sec = None if last_pts is None else stream_seconds(stream, last_pts)
     return _Scan(pts=sorted(seen), frames=held, last_frame_sec=last_sec), after
 
 
@@ -788,9 +643,9 @@ class _Cursor:
 
     def __init__(self, data: bytes, budget: _Budget) -> None:
         self.data, self.budget = data, budget
-        self.container = _open(data, budget.threads)
+        self.container = open_video(data, budget.threads)
         self.stream = self.container.streams.video[0]
-        self.info = _video_info(self.container, self.stream)
+        self.info = video_info(self.container, self.stream)
         budget.check_size(self.info.width, self.info.height)  # before decoding: the header already says
         self.frames: Iterator[av.VideoFrame] | None = None  # continues the last decoding run
         self.since = math.inf  # every frame with pts >= since that the run decoded is in `recent` (or still to come)
@@ -832,7 +687,7 @@ class _Cursor:
                 self.container.seek(int(window.start_pts), backward=True, any_frame=False, stream=self.stream)
         else:
             self.container.close()
-            self.container = _open(self.data, self.budget.threads)
+            self.container = open_video(self.data, self.budget.threads)
             self.stream = self.container.streams.video[0]
 
 
@@ -858,13 +713,13 @@ def _decode(
             for frame in packet.decode():
                 budget.spend(frame)
                 if frame.pts is not None:
-                    last_good = _seconds(stream, frame.pts)
+                    last_good = stream_seconds(stream, frame.pts)
                 yield frame
         for frame in stream.codec_context.decode(None):  # the frames the decoder still holds (reordering, threads)
             budget.spend(frame)
             yield frame
     except av.FFmpegError as e:  # av.EOFError too: frame threads report a failed packet as "End of file"
-        raise _undecodable(last_good, _reason(e)) from e
+        raise _undecodable(last_good, ffmpeg_reason(e)) from e
 
 
 def _undecodable(last_good: float | None, reason: str) -> RequestError:
@@ -874,11 +729,6 @@ def _undecodable(last_good: float | None, reason: str) -> RequestError:
         f"the video stream could not be decoded {where} ({reason}); the file may be truncated or corrupt: "
         "re-export or re-upload it complete",
     )
-
-
-def _seconds(stream: av.video.stream.VideoStream, pts: int) -> float:
-    """A pts as seconds from the stream's start."""
-    return float((pts - (stream.start_time or 0)) * stream.time_base)
 
 
 class _RgbConverter:
@@ -935,7 +785,3 @@ def _empty_window_error(scan: _Scan, start_sec: float, end_sec: float) -> Reques
         f"no frame in the clip window [{start_sec:.3f}s, {end_sec:.3f}s): the video's last frame is at "
         f"{scan.last_frame_sec:.3f}s; use a start_sec below {scan.last_frame_sec:.3f}",
     )
-
-
-def _reason(error: av.FFmpegError) -> str:
-    return getattr(error, "strerror", None) or str(error)

@@ -23,7 +23,8 @@ from typing import Any
 
 import torch
 
-from handler.decode import DecodeLimits, VideoInfo, iter_clips, probe, video_duration
+from handler.container import VideoInfo, probe, video_duration
+from handler.decode import DecodeLimits, iter_clips
 from handler.detection import (
     DetectionSpec,
     KeyframeClip,
@@ -48,6 +49,7 @@ from handler.pipeline import (
     video_summary,
 )
 from handler.request import DEFAULT_MAX_BOXES, DetectionRequest
+from handler.timeline import keyframe_count, window_starts
 from handler.transforms import short_side_size
 
 logger = logging.getLogger(__name__)
@@ -89,10 +91,14 @@ def keyframe_times(request: DetectionRequest, duration_sec: float, spec: Detecti
         RequestError: 400 ``KeyframeOutOfRange`` for a keyframe at or past the end of the video.
     """
     if request.mode == "timeline":
-        first = spec.clip_sec / 2 if request.keyframe_sec is None else request.keyframe_sec
-        stride = request.stride_sec or DEFAULT_STRIDE_SEC
-        count = max(1, math.ceil((duration_sec - first) / stride))
-        times = [first + k * stride for k in range(count)]
+        first, stride = first_keyframe_sec(request, spec), request.stride_sec or DEFAULT_STRIDE_SEC
+        skip = request.first_window or 0
+        count = request.window_count
+        if count is None:
+            count = max(keyframe_count(duration_sec, first, stride) - skip, 1)
+        times = window_starts(first, stride, skip, count)
+        if request.origin_pts is not None:
+            return times  # a part: its duration is not the video's (a window past the end finds no frame)
     else:
         times = [duration_sec / 2 if request.keyframe_sec is None else request.keyframe_sec]
     if times[0] >= duration_sec:
@@ -102,6 +108,11 @@ def keyframe_times(request: DetectionRequest, duration_sec: float, spec: Detecti
             f"below {duration_sec:.3f}",
         )
     return times
+
+
+def first_keyframe_sec(request: DetectionRequest, spec: DetectionSpec) -> float:
+    """A timeline's first keyframe: ``keyframe_sec``, by default half a clip in (the first whole window)."""
+    return spec.clip_sec / 2 if request.keyframe_sec is None else request.keyframe_sec
 
 
 def check_detection_options(options: InferenceOptions) -> None:
@@ -295,12 +306,19 @@ class ActionDetector(ServedModel):
                 413,
                 "TimelineTooLong",
                 f"the timeline needs {len(times)} keyframes; this service scores at most "
-                f"{limits.max_timeline_windows} per request: use a larger stride_sec, or send the video in parts "
-                "(keyframe_sec)",
+                f"{limits.max_timeline_windows} per request: use a larger stride_sec, or let the client cut the "
+                "video into parts (slowfast-serve detect --every, Client.detect; docs/detection.md)",
+                ("max_timeline_windows", limits.max_timeline_windows),
             )
         windows = [keyframe_window(t, spec) for t in times]
         decoded = iter_clips(
-            video, windows, num_samples=spec.num_frames, limits=limits, threads=threads, select=spec.frames_and_middle
+            video,
+            windows,
+            num_samples=spec.num_frames,
+            limits=limits,
+            threads=threads,
+            select=spec.frames_and_middle,
+            origin_pts=request.origin_pts,
         )
         for t, clip in zip(times, decoded, strict=True):
             decoded_at = time.perf_counter()
@@ -402,7 +420,8 @@ class ActionDetector(ServedModel):
         answers = [self._keyframe(k, s, request) for k, s in zip(keyframes, scores, strict=True)]
         if request.mode == "timeline":
             stride = request.stride_sec or DEFAULT_STRIDE_SEC
-            body: dict[str, Any] = {"timeline": {"stride_sec": stride, "keyframes": answers}}
+            first = first_keyframe_sec(request, self.spec)
+            body: dict[str, Any] = {"timeline": {"keyframe_sec": first, "stride_sec": stride, "keyframes": answers}}
         else:
             body = answers[0]
         first = keyframes[0]

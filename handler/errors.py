@@ -19,17 +19,24 @@ class RequestError(Exception):
         status: HTTP status code for the response (4xx).
         type: short CamelCase name of the problem, stable for clients to match on (e.g. ``"InvalidVideo"``).
         message: what was received, what is allowed, and how to fix it.
+        limit: for a 413, the service limit that was exceeded, ``(name, value)`` (e.g. ``("max_timeline_windows",
+            120)``), so that a client can size what it sends next without parsing the message.
     """
 
-    def __init__(self, status: int, type: str, message: str) -> None:
+    def __init__(self, status: int, type: str, message: str, limit: tuple[str, float] | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.type = type
         self.message = message
+        self.limit = limit
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON error body: ``{"code": 400, "type": "...", "message": "..."}``."""
-        return {"code": self.status, "type": self.type, "message": self.message}
+        """The JSON error body: ``{"code": 400, "type": "...", "message": "..."}``, plus ``"limit": {"name",
+        "value"}`` when a limit was exceeded."""
+        body: dict[str, Any] = {"code": self.status, "type": self.type, "message": self.message}
+        if self.limit is not None:
+            body["limit"] = {"name": self.limit[0], "value": self.limit[1]}
+        return body
 
     def __repr__(self) -> str:
         return f"RequestError({self.status}, {self.type!r}, {self.message!r})"

@@ -31,12 +31,14 @@ from typing import Any, Literal
 import torch
 
 from handler.checkpoints import load_model
-from handler.decode import DecodeLimits, VideoInfo, probe, video_duration
+from handler.container import VideoInfo, probe, video_duration
+from handler.decode import DecodeLimits
 from handler.errors import RequestError
 from handler.export import EXPORT_FORMATS, ExportedModel, ExportFormat, load_exported
 from handler.models import ClipSpec, ModelSpec, fold_batch_norms
 from handler.request import VideoRequest, format_views
 from handler.sampling import iter_sampled_clips
+from handler.timeline import intervals, window_count, window_starts
 from handler.transforms import CropGatherer, model_inputs
 
 logger = logging.getLogger(__name__)
@@ -157,14 +159,6 @@ def select_device(gpu_id: int | None) -> torch.device:
     if gpu_id is not None and torch.cuda.is_available():
         return torch.device(f"cuda:{gpu_id}")
     return torch.device("cpu")
-
-
-def timeline_starts(duration_sec: float, start_sec: float, stride_sec: float) -> list[float]:
-    """Starts of ``mode=timeline`` windows: every ``stride_sec`` from ``start_sec`` while a window can still hold a
-    frame (it starts at least 50 ms before the end). A ``start_sec`` past the end gives ``[start_sec]``, whose
-    decoding then says how long the video is."""
-    count = max(1, math.ceil((duration_sec - 0.05 - start_sec) / stride_sec))
-    return [start_sec + k * stride_sec for k in range(count)]
 
 
 @dataclass
@@ -523,16 +517,17 @@ class VideoClassifier(ServedModel):
         self._check_memory(request)
         if request.mode == "timeline":
             stride = self._stride(request)
-            starts = timeline_starts(video_duration(video), request.start_sec, stride)
+            starts = self._timeline_starts(request, stride)
             if len(starts) > limits.max_timeline_windows:
                 raise RequestError(
                     413,
                     "TimelineTooLong",
                     f"the timeline needs {len(starts)} windows of {stride:g} s; this service classifies at most "
-                    f"{limits.max_timeline_windows} per request: use a larger stride_sec, or send the video in "
-                    "parts (start_sec)",
+                    f"{limits.max_timeline_windows} per request: use a larger stride_sec, or let the client cut "
+                    "the video into parts (slowfast-serve timeline, Client.timeline; docs/timeline.md)",
+                    ("max_timeline_windows", limits.max_timeline_windows),
                 )
-            placement: dict[str, Any] = {"starts": starts}
+            placement: dict[str, Any] = {"starts": starts, "origin_pts": request.origin_pts}
         elif temporal > 1:
             placement = {"spread": temporal, "start_sec": request.start_sec}
         else:
@@ -704,6 +699,15 @@ class VideoClassifier(ServedModel):
         ``(slot, error)`` once for a request that fails (:func:`stream_prepared`)."""
         return stream_prepared(self._pool, self.decode_workers, work, self.prepare_views)
 
+    def _timeline_starts(self, request: VideoRequest, stride: float) -> list[float]:
+        """The timeline's window starts: all of the video's from ``start_sec``, or, for a part, windows
+        ``first_window`` .. ``first_window + window_count - 1`` of the whole video's grid."""
+        first = request.first_window or 0
+        count = request.window_count
+        if count is None:
+            count = window_count(video_duration(request.video), request.start_sec, stride) - first
+        return window_starts(request.start_sec, stride, first, max(count, 1))
+
     def _stride(self, request: VideoRequest) -> float:
         """Seconds between a timeline's windows: the request's, else one clip (windows side by side)."""
         return request.stride_sec or self.spec.clip.duration_sec
@@ -717,30 +721,17 @@ class VideoClassifier(ServedModel):
 
     def _timeline(self, views: torch.Tensor, request: VideoRequest, clip: PreparedClip) -> dict[str, Any]:
         """Per-window answers and the runs of windows that agree on their top class, merged into intervals
-        (each window stands for ``[start, start + stride)``, the last one ending with the video)."""
+        (each window stands for ``[start, start + stride)``, the last one ending with the video; a part's
+        intervals are not cut short, as the part's end need not be the video's)."""
         stride = self._stride(request)
-        end_of_video = clip.info.duration_sec
-        segments, intervals = [], []
-        for (start, end), probs in zip(clip.windows, views, strict=True):
-            top = self._top(probs, request.top_k)
-            segments.append({"start_sec": round(start, 3), "end_sec": round(end, 3), "predictions": top})
-            until = start + stride if end_of_video is None else min(start + stride, end_of_video)
-            if intervals and intervals[-1]["label"] == top[0]["label"]:
-                intervals[-1]["end_sec"] = round(until, 3)
-                intervals[-1]["scores"].append(top[0]["score"])
-            else:
-                intervals.append(
-                    {
-                        "label": top[0]["label"],
-                        "start_sec": round(start, 3),
-                        "end_sec": round(until, 3),
-                        "scores": [top[0]["score"]],
-                    }
-                )
-        for interval in intervals:
-            scores = interval.pop("scores")
-            interval["mean_score"] = sum(scores) / len(scores)
-        return {"stride_sec": stride, "segments": segments, "intervals": intervals}
+        segments = [
+            {"start_sec": round(start, 3), "end_sec": round(end, 3), "predictions": self._top(probs, request.top_k)}
+            for (start, end), probs in zip(clip.windows, views, strict=True)
+        ]
+        end_of_video = None if request.origin_pts is not None else clip.info.duration_sec
+        starts = [start for start, _ in clip.windows]
+        merged = intervals(starts, [segment["predictions"][0] for segment in segments], stride, end_of_video)
+        return {"start_sec": request.start_sec, "stride_sec": stride, "segments": segments, "intervals": merged}
 
     def _response(
         self, views: torch.Tensor, request: VideoRequest, clip: PreparedClip, batch_size: int, inference_ms: float

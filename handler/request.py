@@ -44,6 +44,10 @@ class VideoRequest:
         mode: ``"clip"`` (the views above) or ``"timeline"``: one clip every ``stride_sec`` from ``start_sec``
             to the end, each classified on its own (center crop).
         stride_sec: seconds between timeline windows (``None``: one clip duration, windows side by side).
+        first_window, window_count: a timeline of windows ``first_window .. first_window + window_count - 1`` of
+            the grid ``start_sec + k * stride_sec`` (``None``: from window 0, to the end of the video).
+        origin_pts: the pts that second 0 stands for (``None``: the stream's start); a part cut from a longer
+            video at a key frame, timestamps kept, sends that video's start so its windows hold the same frames.
     """
 
     video: bytes
@@ -52,11 +56,15 @@ class VideoRequest:
     views: tuple[int, int] = (1, 1)
     mode: str = "clip"
     stride_sec: float | None = None
+    first_window: int | None = None
+    window_count: int | None = None
+    origin_pts: int | None = None
 
     def __repr__(self) -> str:
         return (
             f"VideoRequest(video=<{len(self.video)} bytes>, top_k={self.top_k}, start_sec={self.start_sec}, "
-            f"views={format_views(self.views)}, mode={self.mode}, stride_sec={self.stride_sec})"
+            f"views={format_views(self.views)}, mode={self.mode}, stride_sec={self.stride_sec}, "
+            f"first_window={self.first_window}, window_count={self.window_count}, origin_pts={self.origin_pts})"
         )
 
 
@@ -78,6 +86,8 @@ class DetectionRequest:
         mode: ``"keyframe"`` (one keyframe) or ``"timeline"`` (a keyframe every ``stride_sec`` to the end, boxes
             from the detector at each).
         stride_sec: seconds between timeline keyframes (``None``: one second, AVA's annotation rate).
+        first_window, window_count, origin_pts: a part of a longer video's timeline, as for
+            :class:`VideoRequest` (keyframe ``k`` at ``keyframe_sec + k * stride_sec``).
     """
 
     video: bytes
@@ -87,6 +97,9 @@ class DetectionRequest:
     threshold: float = 0.0
     mode: str = "keyframe"
     stride_sec: float | None = None
+    first_window: int | None = None
+    window_count: int | None = None
+    origin_pts: int | None = None
 
     def __repr__(self) -> str:
         boxes = "detector" if self.boxes is None else len(self.boxes)
@@ -140,6 +153,22 @@ def _seconds(name: str, least: float) -> Callable[[str, Limits], float]:
             value = math.nan
         if not math.isfinite(value) or value < least:
             raise bad_request("InvalidOption", f"{name} must be a number of seconds >= {least:g}, got {text!r}")
+        return value
+
+    return parse
+
+
+def _integer(name: str, least: int | None) -> Callable[[str, Limits], int]:
+    """A parser of an integer >= ``least`` (``None``: any) for option ``name``."""
+
+    def parse(text: str, limits: Limits) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or (least is not None and value < least):
+            bound = "an integer" if least is None else f"an integer >= {least}"
+            raise bad_request("InvalidOption", f"{name} must be {bound}, got {text!r}")
         return value
 
     return parse
@@ -225,6 +254,13 @@ def format_views(views: tuple[int, int]) -> str:
     return f"{views[0]}x{views[1]}"
 
 
+#: Options that make a timeline request one part of a longer video's timeline (``mode=timeline`` only).
+PART_OPTIONS: tuple[Option, ...] = (
+    Option("first_window", "X-First-Window", _integer("first_window", 0), lambda limits: None, "timeline part: first"),
+    Option("window_count", "X-Window-Count", _integer("window_count", 1), lambda limits: None, "timeline part: count"),
+    Option("origin_pts", "X-Origin-Pts", _integer("origin_pts", None), lambda limits: None, "timeline part: origin"),
+)
+
 OPTIONS: tuple[Option, ...] = (
     Option("top_k", "X-Top-K", _parse_top_k, lambda limits: limits.default_top_k, "number of classes to return"),
     Option("start_sec", "X-Start-Sec", _seconds("start_sec", 0), lambda limits: 0.0, "clip start, seconds"),
@@ -237,6 +273,7 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option("mode", "X-Mode", _modes(MODES), lambda limits: "clip", "clip, or timeline: one answer per window"),
     Option("stride_sec", "X-Stride-Sec", _seconds("stride_sec", 0.1), lambda limits: None, "timeline window step"),
+    *PART_OPTIONS,
 )
 
 #: The AVA detection models' options (docs/detection.md).
@@ -259,6 +296,7 @@ DETECTION_OPTIONS: tuple[Option, ...] = (
         "keyframe, or timeline: a keyframe every stride_sec",
     ),
     Option("stride_sec", "X-Stride-Sec", _seconds("stride_sec", 0.1), lambda limits: None, "timeline keyframe step"),
+    *PART_OPTIONS,
 )
 
 
@@ -277,6 +315,7 @@ def parse_request(row: Mapping[str, Any], headers: Mapping[str, str], limits: Li
     values = _option_values(row, headers, limits, OPTIONS, DETECTION_OPTIONS, "the AVA detection models'")
     if values["mode"] == "timeline" and values["views"] != (1, 1):
         raise bad_request("InvalidOption", "views apply to mode=clip; a timeline classifies one center crop per window")
+    _check_part(values)
     return VideoRequest(video=video, **values)
 
 
@@ -289,6 +328,7 @@ def parse_detection_request(row: Mapping[str, Any], headers: Mapping[str, str], 
     """
     video = _video_bytes(row)
     values = _option_values(row, headers, limits, DETECTION_OPTIONS, OPTIONS, "the classifiers'")
+    _check_part(values)
     if values["mode"] == "timeline" and values["boxes"] is not None:
         raise bad_request(
             "InvalidOption",
@@ -296,6 +336,13 @@ def parse_detection_request(row: Mapping[str, Any], headers: Mapping[str, str], 
             "with the archive's person detector)",
         )
     return DetectionRequest(video=video, **values)
+
+
+def _check_part(values: Mapping[str, Any]) -> None:
+    """400 for part options without ``mode=timeline``."""
+    given = [option.name for option in PART_OPTIONS if values[option.name] is not None]
+    if given and values["mode"] != "timeline":
+        raise bad_request("InvalidOption", f"{', '.join(given)} describe a timeline part: send them with mode=timeline")
 
 
 def _option_values(

@@ -26,18 +26,16 @@ from typing import Any
 import numpy as np
 import torch
 
+from handler.container import StreamTiming, stream_timing, video_duration
 from handler.decode import (
     DecodedClip,
     DecodeLimits,
     FrameReducer,
     IndexedView,
-    StreamTiming,
     count_packets,
     decode_indexed_clips,
     decode_pts_clips,
     iter_clips,
-    stream_timing,
-    video_duration,
 )
 from handler.errors import RequestError, bad_request
 from handler.models import ClipSpec
@@ -129,6 +127,7 @@ def iter_sampled_clips(
     limits: DecodeLimits | None = None,
     threads: int = 0,
     reduce: FrameReducer | None = None,
+    origin_pts: int | None = None,
 ) -> Iterator[DecodedClip]:
     """The frames of every clip a request needs, by ``clip.recipe``'s sampler, one clip at a time: PyTorchVideo's
     and PySlowFast's samplers decode each clip when it is taken (one window's frames held at once); MMAction2's
@@ -142,6 +141,9 @@ def iter_sampled_clips(
         spread: instead, this many clips spread over the video by the toolbox's test protocol (from ``start_sec``
             for PyTorchVideo's; the toolboxes' protocols cover the whole video).
         reduce: what each clip keeps of every frame (:data:`~handler.decode.FrameReducer`; default: the frame).
+        origin_pts: with ``starts``, the pts that second 0 stands for (:func:`~handler.decode.iter_clips`; a part
+            cut from a longer video). Only PyTorchVideo's sampler places clips by time alone; the toolboxes'
+            place them by the whole video's frame count or duration, which a part does not have (400).
 
     Yields:
         One :class:`DecodedClip` per clip, ``clip.num_frames`` frames each, in order.
@@ -157,7 +159,22 @@ def iter_sampled_clips(
         if spread is not None:
             starts = view_starts(video_duration(data), clip.duration_sec, start_sec, spread)
         windows = [(start, start + clip.duration_sec) for start in starts]
-        return iter_clips(data, windows, num_samples=clip.num_frames, limits=limits, threads=threads, reduce=reduce)
+        return iter_clips(
+            data,
+            windows,
+            num_samples=clip.num_frames,
+            limits=limits,
+            threads=threads,
+            reduce=reduce,
+            origin_pts=origin_pts,
+        )
+    if origin_pts is not None:
+        raise bad_request(
+            "InvalidOption",
+            f"origin_pts (a part cut from a longer video) needs a recipe that places clips by time alone; the "
+            f"{clip.recipe.name} recipe places them by the whole video's frames, as {clip.recipe.title} does: send the "
+            "whole video",
+        )
     if spread is not None and start_sec > 0:
         raise bad_request(
             "InvalidOption",

@@ -123,9 +123,9 @@ def test_a_seek_that_overshoots_falls_back_to_decoding_from_the_start(
 ) -> None:
     data = encode(indexed_frames(150), fps=30, **{**LOSSLESS, "options": {"crf": "0", "g": key_frame_interval}})
     expected = decode_clip(data, start_sec=2.0, end_sec=2.0 + CLIP_SEC, num_samples=32)
-    original_open = decode_module._open
+    original_open = decode_module.open_video
     wrapped = lambda data, threads=0: container_type(original_open(data, threads), any_frame)  # noqa: E731
-    monkeypatch.setattr(decode_module, "_open", wrapped)
+    monkeypatch.setattr(decode_module, "open_video", wrapped)
     clip = decode_clip(data, start_sec=2.0, end_sec=2.0 + CLIP_SEC, num_samples=32)
     assert clip.source_frames == expected.source_frames == 64
     assert [frame_index(f.numpy()) for f in clip.frames] == [frame_index(f.numpy()) for f in expected.frames]

@@ -288,3 +288,43 @@ def test_detect_command_table_json_every_and_annotate(
     bad = _cli(server, str(video), "--boxes", "[[1, 2]]")
     assert bad.returncode == 1
     assert "InvalidBoxes: boxes[0] must be 4 finite numbers [x1, y1, x2, y2]" in " ".join(bad.stderr.split())
+
+
+def test_detect_every_sent_in_parts_gives_the_keyframes_of_one_request(
+    server: TorchServe, videos: dict[str, Path], tmp_path: Path
+) -> None:
+    # The pedestrians with a key frame every second, so that the 6 s cut into parts of whole GOPs.
+    video = tmp_path / "pedestrians-gop.mp4"
+    encode = ["ffmpeg", "-v", "error", "-i", str(videos["pedestrians"]), "-c:v", "libx264", "-g", "10"]
+    subprocess.run([*encode, "-pix_fmt", "yuv420p", str(video)], check=True)
+    assert video.stat().st_size > 100_000
+    whole = _cli(server, str(video), "--every", "0.5", "--json")
+    assert whole.returncode == 0, whole.stderr
+    output = tmp_path / "keyframes.jsonl"
+    parted = _cli(server, str(video), "--every", "0.5", "--json", "--part-mb", "0.03", "--output", str(output))
+    assert parted.returncode == 0, parted.stderr
+    one, parts = json.loads(whole.stdout.splitlines()[0]), json.loads(parted.stdout.splitlines()[0])
+    assert "parts" not in one
+    assert parts["parts"]["count"] >= 4
+    assert parts["detector"] == one["detector"]
+    expected, merged = one["timeline"]["keyframes"], parts["timeline"]["keyframes"]
+    assert (
+        [k["keyframe_sec"] for k in merged]
+        == [k["keyframe_sec"] for k in expected]
+        == [0.5 * (k + 1) for k in range(11)]
+    )
+    assert sum(len(k["detections"]) for k in expected) >= 11  # people at most keyframes
+    for ours, theirs in zip(merged, expected, strict=True):
+        assert ours["clip"] == theirs["clip"]
+        assert [d["box"] for d in ours["detections"]] == [d["box"] for d in theirs["detections"]]
+        for mine, yours in zip(ours["detections"], theirs["detections"], strict=True):
+            assert [a["class_id"] for a in mine["actions"]] == [a["class_id"] for a in yours["actions"]]
+            assert [a["score"] for a in mine["actions"]] == pytest.approx(
+                [a["score"] for a in yours["actions"]], abs=1e-5
+            )
+    assert [json.loads(line)["keyframe_sec"] for line in output.read_text().splitlines()] == [
+        k["keyframe_sec"] for k in expected
+    ]
+    csv = _cli(server, str(video), "--every", "0.5", "--output", str(tmp_path / "keyframes.csv"))
+    assert csv.returncode == 1
+    assert "--output must end in .jsonl" in csv.stderr

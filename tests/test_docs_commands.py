@@ -210,7 +210,13 @@ def docs_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TorchServe
 def workdir(tmp_path_factory: pytest.TempPathFactory, docs_server: TorchServe) -> Path:
     """The folder the commands run in: the videos they name, run/key_file.json, the checkout's models/."""
     root = tmp_path_factory.mktemp("user")
-    for name, motion in [("clip.mp4", "moving up"), ("a.mp4", "moving left"), ("match.mp4", "growing")]:
+    names = [
+        ("clip.mp4", "moving up"),
+        ("a.mp4", "moving left"),
+        ("match.mp4", "growing"),
+        ("recording.mp4", "moving right"),
+    ]
+    for name, motion in names:
         (root / name).write_bytes(make_video(motion, 77, len(name), encoding=0)[0])
     (root / "b.webm").write_bytes(make_video("shrinking", 78, 0, encoding=3)[0])
     (root / "videos").mkdir()

@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from handler.decode import count_packets, decode_clip, probe
+from handler.container import probe
+from handler.decode import count_packets, decode_clip
 
 FFMPEG = shutil.which("ffmpeg")
 CLIP_SEC = 64 / 30

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from handler.decode import DecodeLimits, decode_clip, probe
+from handler.container import probe
+from handler.decode import DecodeLimits, decode_clip
 from handler.errors import RequestError
 from handler.settings import decode_limits
 from tests.videos import LOSSLESS, encode, frame_index, indexed_frames, moving_frames

@@ -10,7 +10,8 @@ from concurrent.futures import ThreadPoolExecutor
 import psutil
 import pytest
 
-from handler.decode import DecodeLimits, probe
+from handler.container import probe
+from handler.decode import DecodeLimits
 from handler.models import get_spec
 from handler.pipeline import cpu_count, request_memory_mb
 from slowfast_serve.server.torchserve import TorchServe

@@ -16,7 +16,8 @@ import av
 import numpy as np
 import pytest
 
-from handler.decode import count_packets, stream_timing
+from handler.container import stream_timing
+from handler.decode import count_packets
 from handler.errors import RequestError
 from handler.models import get_spec
 from handler.sampling import (

@@ -79,16 +79,25 @@ def grpc_sender(args: argparse.Namespace, token: str | None, options: dict[str, 
 
 def render(console: Console, video: Path, body: dict) -> None:
     """A readable table of one successful response."""
-    clip = body.get("clip", {})
-    console.print(f"[bold]{video}[/bold]  {body.get('model')}, clip {clip.get('start_sec')}-{clip.get('end_sec')} s")
-    table = Table()
-    table.add_column("#", justify="right")
-    table.add_column("label")
-    table.add_column("score", justify="right")
-    table.add_column("class id", justify="right")
-    for rank, prediction in enumerate(body.get("predictions", []), start=1):
-        table.add_row(str(rank), prediction["label"], f"{prediction['score']:.4f}", str(prediction["class_id"]))
-    console.print(table)
+    if "parts" in body:  # a timeline sent in parts (slowfast_serve.client.parts): windows only
+        parts = body["parts"]
+        console.print(
+            f"[bold]{video}[/bold]  {body.get('model')}, sent in {parts['count']} parts ({parts['retries']} retries, "
+            f"{parts['resumed_windows']} windows resumed from --output)"
+        )
+    else:
+        clip = body.get("clip", {})
+        console.print(
+            f"[bold]{video}[/bold]  {body.get('model')}, clip {clip.get('start_sec')}-{clip.get('end_sec')} s"
+        )
+        table = Table()
+        table.add_column("#", justify="right")
+        table.add_column("label")
+        table.add_column("score", justify="right")
+        table.add_column("class id", justify="right")
+        for rank, prediction in enumerate(body.get("predictions", []), start=1):
+            table.add_row(str(rank), prediction["label"], f"{prediction['score']:.4f}", str(prediction["class_id"]))
+        console.print(table)
     if "timeline" in body:
         timeline = body["timeline"]
         console.print(_runs_table(f"timeline (windows every {timeline['stride_sec']:.3g} s)", timeline["intervals"]))

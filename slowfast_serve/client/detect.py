@@ -21,9 +21,15 @@ from rich.console import Console
 from rich.table import Table
 
 from slowfast_serve.client.classify import DEFAULT_GRPC, grpc_sender, http_sender
-from slowfast_serve.client.errors import ServiceUnreachableError
+from slowfast_serve.client.errors import ServiceError, ServiceUnreachableError
 from slowfast_serve.client.inference import Detections, Keyframe, engine_text
-from slowfast_serve.client.options import add_service_arguments, token_from_args
+from slowfast_serve.client.options import (
+    add_part_arguments,
+    add_service_arguments,
+    client_from_args,
+    part_settings_from_args,
+    token_from_args,
+)
 from slowfast_serve.client.overlay import burn_in
 
 # Box colours, one per box of a keyframe in turn (matplotlib's tab10, as RGB).
@@ -124,6 +130,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--annotate", type=Path, metavar="OUT.mp4", help="write a copy with the boxes drawn")
     parser.add_argument("--json", action="store_true", help="print the server's JSON")
     add_service_arguments(parser, timeout=900)
+    add_part_arguments(parser, ".jsonl; with --every over HTTP")
     parser.add_argument("--grpc", action="store_true", help="use TorchServe's gRPC inference API instead of HTTP")
     parser.add_argument("--grpc-address", default=DEFAULT_GRPC, help="gRPC inference address (default: %(default)s)")
 
@@ -135,19 +142,41 @@ def options(args: argparse.Namespace) -> dict[str, Any]:
     return {**fields, **timeline}
 
 
+def _timeline(args: argparse.Namespace, errors: Console) -> tuple[int, dict[str, Any]]:
+    """``--every`` over HTTP: the whole video's keyframes, sent in parts when it must be (as ``timeline``)."""
+    try:
+        answer = client_from_args(args).detect(
+            args.video,
+            keyframe_sec=args.keyframe_sec,
+            top_k=args.top_k,
+            threshold=args.threshold,
+            every=args.every,
+            parts=part_settings_from_args(args),
+            output=args.output,
+            progress=errors,
+        )
+    except ServiceError as e:
+        return e.status or 0, {"type": e.type, "message": e.message}
+    return 200, answer.body
+
+
 def run(args: argparse.Namespace) -> int:
     console, errors = Console(), Console(stderr=True)
     if not args.video.is_file():
         errors.print(f"error: {args.video}: no such file")
         return 1
-    send = (grpc_sender if args.grpc else http_sender)(args, token_from_args(args), options(args))
-    try:
-        status, body = send(args.video)
-    except ServiceUnreachableError as e:
-        errors.print(f"error: {e.message}")
-        return 1
+    if args.every is not None and args.boxes is None and not args.grpc:
+        status, body = _timeline(args, errors)
+    else:
+        send = (grpc_sender if args.grpc else http_sender)(args, token_from_args(args), options(args))
+        try:
+            status, body = send(args.video)
+        except ServiceUnreachableError as e:
+            errors.print(f"error: {e.message}")
+            return 1
     if status != 200:
-        errors.print(f"error: {args.video}: {status} {body.get('type', '')}: {body.get('message', body)}", markup=False)
+        where = f"{status} " if status else ""  # 0: refused here, before or without an answer
+        errors.print(f"error: {args.video}: {where}{body.get('type', '')}: {body.get('message', body)}", markup=False)
         return 1
     if "detections" not in body and "timeline" not in body:
         errors.print(f"error: {args.model} is no AVA detection model (it answered {sorted(body)}); use classify")

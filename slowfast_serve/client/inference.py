@@ -6,15 +6,20 @@ Every failure raises :class:`~slowfast_serve.client.errors.ServiceError` with th
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import requests
 
 from slowfast_serve.client.errors import ServiceError, ServiceUnreachableError
 from slowfast_serve.client.keys import find_key_file, read_token
+from slowfast_serve.client.part_limits import Caps, PartSettings
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 DEFAULT_MODEL = "slowfast_r50"
@@ -115,7 +120,7 @@ class Classification:
             model=str(body.get("model", "")),
             weights=str(body.get("weights", "")),
             engine=dict(body.get("engine", {})),
-            predictions=tuple(map(Prediction.from_json, body["predictions"])),
+            predictions=tuple(map(Prediction.from_json, body.get("predictions", []))),
             clip=dict(body.get("clip", {})),
             views=dict(body.get("views", {})),
             video=dict(body.get("video", {})),
@@ -221,9 +226,10 @@ class Client:
         self.url = url.rstrip("/")
         self.model = model
         self.timeout = timeout
-        self._session = requests.Session()
-        if token:
-            self._session.headers["Authorization"] = f"Bearer {token}"
+        self._headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._local = threading.local()  # a requests.Session per thread: a timeline's parts are sent from several
+        self._sessions: list[requests.Session] = []
+        self._lock = threading.Lock()
 
     @classmethod
     def from_key_file(cls, url: str = DEFAULT_URL, key_file: Path | None = None, **kwargs: Any) -> Client:
@@ -232,8 +238,22 @@ class Client:
         found = find_key_file(key_file)
         return cls(url, read_token(found) if found else None, **kwargs)
 
+    @property
+    def _session(self) -> requests.Session:
+        session = getattr(self._local, "session", None)
+        if session is None:
+            session = self._local.session = requests.Session()
+            session.headers.update(self._headers)
+            with self._lock:
+                self._sessions.append(session)
+        return session
+
     def close(self) -> None:
-        self._session.close()
+        with self._lock:
+            for session in self._sessions:
+                session.close()
+            self._sessions.clear()
+        self._local = threading.local()
 
     def __enter__(self) -> Client:
         return self
@@ -298,11 +318,66 @@ class Client:
         stride_sec: float | None = None,
         start_sec: float | None = None,
         top_k: int | None = None,
+        parts: PartSettings | None = None,
+        output: Path | None = None,
+        progress: Console | None = None,
     ) -> Classification:
         """One answer per window every ``stride_sec`` (default: a clip) from ``start_sec`` to the end; the
-        result's ``timeline`` holds the windows and merged intervals."""
-        options = {"mode": "timeline", "stride_sec": stride_sec, "start_sec": start_sec, "top_k": top_k}
-        return self._answer(video, model, options)
+        result's ``timeline`` holds the windows and merged intervals.
+
+        A file of any length: sent whole when it fits ``parts.part_mb`` and the service takes it, else (or with
+        ``output``) cut into parts that fit the service's limits and merged into the same windows
+        (:mod:`slowfast_serve.client.parts`, which needs PyAV: the ``media`` extra). Such an answer has no
+        top-level ``predictions`` and carries ``parts``. ``output`` (``.jsonl``/``.csv``) receives the windows as
+        they come and is resumed by a rerun; ``progress``: a console for a progress bar with an ETA.
+
+        Raises:
+            ServiceError: the server's error, or (status ``None``) a file that cannot be cut.
+        """
+        options: dict[str, object] = {"mode": "timeline", "stride_sec": stride_sec, "start_sec": start_sec}
+        options["top_k"] = top_k
+        return Classification.from_json(self._timeline_body(video, model, options, "segments", parts, output, progress))
+
+    def _timeline_body(
+        self,
+        video: Video,
+        model: str | None,
+        options: dict[str, object],
+        items: str,
+        parts: PartSettings | None,
+        output: Path | None,
+        progress: Console | None,
+    ) -> dict[str, Any]:
+        """A timeline's answer: one request for bytes, and for a file that fits one upload and the service's
+        limits; else the file's timeline sent in parts (``items``: ``segments`` or ``keyframes``)."""
+        if isinstance(video, bytes):
+            return self._body(video, model, options)
+        path, parts = Path(video), parts or PartSettings()
+        caps = Caps(bytes=int(parts.part_mb * 2**20))
+        if output is None and path.stat().st_size <= caps.bytes:
+            status, body = self.send(path, model=model, **options)
+            if status == 200:
+                return body
+            if not caps.learn(status, body, windows=None, part_bytes=path.stat().st_size):
+                raise ServiceError.from_body(status, body)
+        # Imported here: cutting needs PyAV (the media extra), which a client of short videos does without.
+        from slowfast_serve.client.parts import CLASSIFIER, DETECTOR, timeline_in_parts
+
+        def send(data: bytes, part_options: dict[str, object]) -> tuple[int, dict[str, Any]]:
+            return self.send(data, model=model, **part_options)
+
+        kind = CLASSIFIER if items == CLASSIFIER.items else DETECTOR
+        return timeline_in_parts(
+            path,
+            send,
+            options,
+            kind=kind,
+            model=model or self.model,
+            settings=parts,
+            caps=caps,
+            output=output,
+            console=progress,
+        )
 
     def detect(
         self,
@@ -314,11 +389,15 @@ class Client:
         top_k: int | None = None,
         threshold: float | None = None,
         every: float | None = None,
+        parts: PartSettings | None = None,
+        output: Path | None = None,
+        progress: Console | None = None,
     ) -> Detections:
         """Who does what (an AVA detection model): the actions of each person box at ``keyframe_sec`` (default:
         the middle of the video), or with ``every`` at a keyframe every that many seconds from ``keyframe_sec``
-        (default: half a second in) to the end. ``boxes``: ``[[x1, y1, x2, y2], ...]`` in pixels of the upright
-        frame; ``None``: the archive's person detector finds them.
+        (default: half a clip in) to the end. ``boxes``: ``[[x1, y1, x2, y2], ...]`` in pixels of the upright
+        frame; ``None``: the archive's person detector finds them. With ``every``, a file of any length is sent
+        in parts when it must be, as :meth:`timeline` does (``parts``, ``output`` as ``.jsonl``, ``progress``).
 
         Raises:
             ServiceError: the server's error (``InvalidBoxes``, ``NoBoxes``, ``KeyframeOutOfRange`` ...).
@@ -326,6 +405,7 @@ class Client:
         options: dict[str, object] = {"keyframe_sec": keyframe_sec, "top_k": top_k, "threshold": threshold}
         if boxes is not None:
             options["boxes"] = json.dumps([[float(v) for v in box] for box in boxes])
-        if every is not None:
-            options.update(mode="timeline", stride_sec=every)
-        return Detections.from_json(self._body(video, model, options))
+        if every is None:
+            return Detections.from_json(self._body(video, model, options))
+        options.update(mode="timeline", stride_sec=every)
+        return Detections.from_json(self._timeline_body(video, model, options, "keyframes", parts, output, progress))

@@ -1,13 +1,16 @@
 """The options every calling subcommand shares (``classify``, ``timeline``, ``stream``): which server, which
-model, which token, how long to wait; and the :class:`Client` they describe."""
+model, which token, how long to wait; and the :class:`Client` they describe. Those of a long video's timeline
+sent in parts (``timeline``, ``detect --every``)."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
+from slowfast_serve.client.errors import ServiceError
 from slowfast_serve.client.inference import DEFAULT_MODEL, DEFAULT_URL, Client
 from slowfast_serve.client.keys import find_key_file, read_token
+from slowfast_serve.client.part_limits import PartSettings
 
 KEY_FILE_HELP = (
     "TorchServe key_file.json (default: $TS_KEY_FILE, else run/key_file.json of the checkout, else "
@@ -31,3 +34,38 @@ def token_from_args(args: argparse.Namespace) -> str | None:
 
 def client_from_args(args: argparse.Namespace) -> Client:
     return Client(args.url, token_from_args(args), model=args.model, timeout=args.timeout)
+
+
+def add_part_arguments(parser: argparse.ArgumentParser, formats: str) -> None:
+    """``--output``, ``--concurrency``, ``--retries`` and ``--part-mb``: how a long video's timeline is sent in
+    parts (:mod:`slowfast_serve.client.parts`); ``formats`` names the ``--output`` suffixes in the help."""
+    default = PartSettings()
+    parser.add_argument(
+        "--output",
+        type=Path,
+        help=f"write the windows here as they come ({formats}); run again to resume an interrupted timeline",
+    )
+    parser.add_argument(
+        "--concurrency", type=int, default=default.concurrency, help="parts in flight at once (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--retries", type=int, default=default.retries, help="resends of a part that fails (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--part-mb",
+        type=float,
+        default=default.part_mb,
+        help="largest upload in MiB; longer videos are cut into parts at key frames (default: %(default)s)",
+    )
+
+
+def part_settings_from_args(args: argparse.Namespace) -> PartSettings:
+    """The :class:`PartSettings` of :func:`add_part_arguments`' options.
+
+    Raises:
+        ServiceError: (``InvalidOption``) a value out of range.
+    """
+    try:
+        return PartSettings(args.concurrency, args.retries, args.part_mb)
+    except ValueError as e:
+        raise ServiceError(None, "InvalidOption", str(e)) from e

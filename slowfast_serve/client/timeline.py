@@ -27,7 +27,12 @@ from rich.console import Console
 from slowfast_serve.client.classify import render
 from slowfast_serve.client.errors import ServiceError
 from slowfast_serve.client.inference import Timeline
-from slowfast_serve.client.options import add_service_arguments, client_from_args
+from slowfast_serve.client.options import (
+    add_part_arguments,
+    add_service_arguments,
+    client_from_args,
+    part_settings_from_args,
+)
 from slowfast_serve.client.overlay import burn_in
 from slowfast_serve.client.smoothing import Smoothing, events
 
@@ -119,6 +124,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default=default.min_event_sec,
         help="events: merge shorter ones into a neighbour (default: %(default)s; 0: none)",
     )
+    add_part_arguments(parser, ".jsonl or .csv")
     add_service_arguments(parser, timeout=900)
 
 
@@ -140,7 +146,19 @@ def with_events(answer: dict[str, Any], smoothing: Smoothing) -> dict[str, Any]:
 def run(args: argparse.Namespace) -> int:
     console = Console()
     smoothing = Smoothing(args.smooth, args.min_event_sec)
-    answer = client_from_args(args).timeline(args.video, stride_sec=args.stride_sec, top_k=args.top_k).body
+    parts = part_settings_from_args(args)
+    answer = (
+        client_from_args(args)
+        .timeline(
+            args.video,
+            stride_sec=args.stride_sec,
+            top_k=args.top_k,
+            parts=parts,
+            output=args.output,
+            progress=Console(stderr=True),
+        )
+        .body
+    )
     answer = with_events(answer, smoothing)
     if args.json:
         print(json.dumps(answer))

@@ -1,6 +1,6 @@
 """Videos for load tests and benchmarks: a detailed texture sliding sideways made without ffmpeg (H.264, PyAV's
-libx264, 30 fps, any size), and real people walking (OpenCV's pedestrian sample, from a Debian package) for the
-person detectors."""
+libx264, 30 fps, any size), a long recording of edited synthetic motions (any length), and real people walking
+(OpenCV's pedestrian sample, from a Debian package) for the person detectors."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from pathlib import Path
 
 import av
 import numpy as np
+
+from slowfast_serve.evaluation.chapters import edited_video
 
 
 def moving_texture_video(path: Path, width: int, height: int, seconds: float = 10.0) -> Path:
@@ -24,6 +26,26 @@ def moving_texture_video(path: Path, width: int, height: int, seconds: float = 1
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(texture[:, shift : shift + width]), format="rgb24")
             container.mux(stream.encode(frame))
         container.mux(stream.encode())
+    return path
+
+
+def long_recording(path: Path, minutes: float, size: tuple[int, int] = (128, 96)) -> Path:
+    """Writes a recording of about ``minutes`` to ``path`` (H.264 mp4, ``size``, 25 fps): a minute of twelve
+    chapters of ``motion_demo``'s synthetic motions (:func:`~slowfast_serve.evaluation.chapters.edited_video`),
+    played again and again, joined by ffmpeg's concat demuxer without re-encoding (seconds, not minutes, to make).
+    """
+    motions = ["moving left", "growing", "moving up", "rotating clockwise", "moving right", "shrinking"]
+    data, chapters = edited_video(motions * 2, seed=11, clips_per_chapter=1, size=size)
+    piece = path.with_name(f"{path.stem}-piece.mp4")
+    piece.write_bytes(data)
+    listing = path.with_name(f"{path.stem}-pieces.txt")
+    listing.write_text(f"file '{piece.name}'\n" * max(1, round(minutes * 60 / chapters[-1].end_sec)))
+    concat = ["ffmpeg", "-v", "error", "-y", "-f", "concat", "-i", listing.name, "-c", "copy", path.name]
+    result = subprocess.run(concat, cwd=path.parent, capture_output=True, text=True)
+    piece.unlink()
+    listing.unlink()
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(concat)} failed ({result.returncode}): {result.stderr}")
     return path
 
 

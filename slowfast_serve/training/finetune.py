@@ -32,7 +32,8 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from handler.checkpoints import load_checkpoint
-from handler.decode import decode_model_clip, probe
+from handler.container import probe
+from handler.decode import decode_model_clip
 from handler.errors import RequestError
 from handler.labels import save_labels
 from handler.models import REGISTRY, ClipSpec, ModelSpec, build_model, get_spec
