@@ -342,7 +342,8 @@ def _check_part(values: Mapping[str, Any]) -> None:
     """400 for part options without ``mode=timeline``."""
     given = [option.name for option in PART_OPTIONS if values[option.name] is not None]
     if given and values["mode"] != "timeline":
-        raise bad_request("InvalidOption", f"{', '.join(given)} describe a timeline part: send them with mode=timeline")
+        verb, them = ("describes", "it") if len(given) == 1 else ("describe", "them")
+        raise bad_request("InvalidOption", f"{', '.join(given)} {verb} a timeline part: send {them} with mode=timeline")
 
 
 def _option_values(

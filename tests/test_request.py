@@ -108,6 +108,19 @@ def test_timeline_options() -> None:
     assert "views apply to mode=clip" in error.message
 
 
+def test_timeline_part_options() -> None:
+    fields = {"data": VIDEO, "mode": b"timeline", "first_window": b"120", "window_count": b"60"}
+    request = parse_request({**fields, "origin_pts": b"-3600"}, {}, LIMITS)
+    assert (request.first_window, request.window_count, request.origin_pts) == (120, 60, -3600)
+    detection = parse_detection_request({"body": VIDEO}, {"X-Mode": "timeline", "X-Origin-Pts": "9000"}, AVA)
+    assert (detection.first_window, detection.origin_pts) == (None, 9000)
+    assert _error({**fields, "first_window": b"-1"}).message == "first_window must be an integer >= 0, got '-1'"
+    assert _error({**fields, "window_count": b"0"}).type == "InvalidOption"
+    assert _error({**fields, "origin_pts": b"1.5"}).message == "origin_pts must be an integer, got '1.5'"
+    alone = _error({"data": VIDEO, "origin_pts": b"0"})
+    assert alone.message == "origin_pts describes a timeline part: send it with mode=timeline"
+
+
 def test_a_kserve_body_is_one_request_per_instance() -> None:
     import base64
 

@@ -5,9 +5,9 @@ sent in parts (``timeline``, ``detect --every``)."""
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
 
-from slowfast_serve.client.errors import ServiceError
 from slowfast_serve.client.inference import DEFAULT_MODEL, DEFAULT_URL, Client
 from slowfast_serve.client.keys import find_key_file, read_token
 from slowfast_serve.client.part_limits import PartSettings
@@ -46,26 +46,40 @@ def add_part_arguments(parser: argparse.ArgumentParser, formats: str) -> None:
         help=f"write the windows here as they come ({formats}); run again to resume an interrupted timeline",
     )
     parser.add_argument(
-        "--concurrency", type=int, default=default.concurrency, help="parts in flight at once (default: %(default)s)"
+        "--concurrency",
+        type=_number(int, 1),
+        default=default.concurrency,
+        help="parts in flight at once (default: %(default)s)",
     )
     parser.add_argument(
-        "--retries", type=int, default=default.retries, help="resends of a part that fails (default: %(default)s)"
+        "--retries",
+        type=_number(int, 0),
+        default=default.retries,
+        help="resends of a part that fails (default: %(default)s)",
     )
     parser.add_argument(
         "--part-mb",
-        type=float,
+        type=_number(float, 0.001),
         default=default.part_mb,
         help="largest upload in MiB; longer videos are cut into parts at key frames (default: %(default)s)",
     )
 
 
 def part_settings_from_args(args: argparse.Namespace) -> PartSettings:
-    """The :class:`PartSettings` of :func:`add_part_arguments`' options.
+    """The :class:`PartSettings` of :func:`add_part_arguments`' options."""
+    return PartSettings(args.concurrency, args.retries, args.part_mb)
 
-    Raises:
-        ServiceError: (``InvalidOption``) a value out of range.
-    """
-    try:
-        return PartSettings(args.concurrency, args.retries, args.part_mb)
-    except ValueError as e:
-        raise ServiceError(None, "InvalidOption", str(e)) from e
+
+def _number(kind: type[int] | type[float], least: float) -> Callable[[str], float]:
+    """An argparse type: a number of ``kind`` no smaller than ``least``."""
+
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or not value >= least:
+            raise argparse.ArgumentTypeError(f"must be {'an integer' if kind is int else 'a number'} >= {least:g}")
+        return value
+
+    return parse
