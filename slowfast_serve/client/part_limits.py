@@ -36,6 +36,7 @@ class Caps:
     bytes: int
     windows: int | None = None
     frames: int | None = None
+    refusals: int = 0  # 413s that made the caps smaller (the whole file's included)
 
     def learn(self, status: int, body: dict[str, Any], windows: int | None, part_bytes: int) -> bool:
         """Shrinks the caps after a 413 for a part of ``windows`` windows (``None``: the whole video, not counted)
@@ -45,13 +46,13 @@ class Caps:
         limit = body.get("limit")
         if status != 413 or windows == 1 or (limit is None and "code" in body):
             return False  # the handler's own 413 without a limit (frame size, memory) is the same for any part
+        name, value = (None, None) if limit is None else (limit.get("name"), limit.get("value"))
+        if limit is not None and name not in SPLIT_LIMITS:
+            return False
+        self.refusals += 1
         if limit is None:  # TorchServe's bare 413: the upload is over max_request_size
             self.bytes = max(min(self.bytes, part_bytes) // 2, 1)
-            return True
-        name, value = limit.get("name"), limit.get("value")
-        if name not in SPLIT_LIMITS:
-            return False
-        if name == "max_timeline_windows":
+        elif name == "max_timeline_windows":
             self.windows = int(value)
         elif name == "max_decoded_frames" and (self.frames is None or self.frames > value * 0.9):
             self.frames = int(value * 0.9)  # a seek or a second pass over a window decodes some frames twice

@@ -111,7 +111,6 @@ class _Job:
     caps: Caps
     parts: int = 0
     retries: int = 0
-    resized: int = 0
     resumed_windows: int = 0
 
 
@@ -250,8 +249,10 @@ def _send_parts(
                     part = in_flight.pop(future)
                     segments = future.result()  # a ServiceError ends the run (what was merged is kept)
                     if segments is None:
-                        if job.resized > MAX_RESIZES:
-                            raise ServiceError(None, "PartTooLarge", f"the service refused parts {job.resized} times")
+                        if job.caps.refusals > MAX_RESIZES:
+                            raise ServiceError(
+                                None, "PartTooLarge", f"the service refused parts {job.caps.refusals} times"
+                            )
                         heapq.heappush(redo, (part.first, part.end))
                         continue
                     results[part.first] = segments
@@ -327,7 +328,6 @@ def _send(job: _Job, part: Part) -> dict[str, Any]:
             return body
         if status is not None and 400 <= status < 500:
             if job.caps.learn(status, body, part.end - part.first, index.span_bytes(part.key_first, part.key_end)):
-                job.resized += 1
                 raise _ResizeError
             raise ServiceError.from_body(status, body)
         if not delays:
@@ -355,7 +355,7 @@ def _merged(job: _Job, grid: Grid, items: list[dict[str, Any]], service: dict[st
         "parts": {
             "count": job.parts,
             "retries": job.retries,
-            "resized": job.resized,
+            "resized": job.caps.refusals,
             "resumed_windows": job.resumed_windows,
         },
     }
