@@ -3,7 +3,9 @@
 Sends VIDEO (HTTP multipart, or ``--grpc``) with the detection options and prints one table per keyframe: each
 person box and its top AVA actions. ``--boxes`` gives the people's boxes (JSON ``[[x1, y1, x2, y2], ...]`` in
 pixels of the upright frame); without it the archive's person detector finds them. ``--every SEC`` runs the whole
-video, a keyframe every SEC seconds (``mode=timeline``). ``--annotate out.mp4`` writes a copy of the video with
+video, a keyframe every SEC seconds (``mode=timeline``); over HTTP a video of any length, sent in parts when the
+service's limits require (``--output`` keyframes as JSON Lines, resumable; ``--concurrency``, ``--retries``,
+``--part-mb``: :mod:`slowfast_serve.client.parts`). ``--annotate out.mp4`` writes a copy of the video with
 each box and its top actions drawn, each keyframe's from the start of its clip until the next keyframe's (the last
 until its clip ends), like the detection tutorial's visualiser. ``--json`` prints the server's answer instead of
 the tables. Exit status: 0 on an answer, 1 on an error.

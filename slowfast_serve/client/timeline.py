@@ -1,7 +1,9 @@
 """Classify a long video window by window (``mode=timeline``) and show the result: the service's labelled
 intervals and the events smoothed from its windows (:mod:`slowfast_serve.client.smoothing`, ``--smooth``,
 ``--min-event-sec``), a PNG timeline plot (``--plot``), and a copy of the video with the current event's label
-burned in (``--annotate``).
+burned in (``--annotate``). A video of any length: sent in parts when the service's limits require
+(:mod:`slowfast_serve.client.parts`; ``--output`` as it goes, resumable; ``--concurrency``, ``--retries``,
+``--part-mb``).
 
 The plot has one row per label that some event carries (a bar over each of its events) and, below, the top-1
 score of every window. The annotated copy (:func:`~slowfast_serve.client.overlay.burn_in`: H.264 mp4 at the
