@@ -94,6 +94,17 @@ COMMANDS: dict[str, Command] = {
         "lay out built archives as KServe's TorchServe runtime reads a storageUri",
         "slowfast-serve kserve motion_demo --output build/kserve/motion_demo",
     ),
+    "gateway": Command(
+        "slowfast_serve.web.gateway",
+        "configure",
+        "run",
+        "a KServe pod's main process: TorchServe from a kserve layout, token authorization on, behind a gateway",
+        (
+            "slowfast-serve gateway --token-file /var/run/secrets/slowfast-serve/token   # deploy/kserve/runtime.yaml",
+            "slowfast-serve gateway --layout build/kserve/motion_demo --port 8093 --token-file token.txt",
+        ),
+        server=True,
+    ),
     "classify": _client(
         "classify",
         "classify videos, or folders of videos, with a running server (HTTP or gRPC)",

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
 from slowfast_serve.client.errors import KeyFileError
-from slowfast_serve.client.keys import read_token
+from slowfast_serve.client.keys import Key, read_key, read_token
+from slowfast_serve.client.options import TOKEN_VARIABLE, add_service_arguments, token_from_args
 from slowfast_serve.server.torchserve import TorchServe
 
 KEYS = {"management": {"key": "m-123"}, "inference": {"key": "i-456"}, "API": {"key": "a-789"}}
@@ -89,3 +92,35 @@ def test_wait_ready_survives_an_empty_then_half_written_key_file(
     description = instance.wait_ready("demo", timeout=30)
     assert description["workers"][0]["status"] == "READY"
     writer.join()
+
+
+def test_read_key_gives_the_expiry_torchserve_writes(tmp_path: Path) -> None:
+    path = tmp_path / "key_file.json"
+    # As TorchServe 0.12 writes it (Java's Instant: nanoseconds, Z); the API key has no expiry.
+    entry = {"key": "k1", "expiration time": "2026-12-07T21:50:12.123456789Z"}
+    path.write_text(json.dumps({"inference": entry, "management": entry, "API": {"key": "a"}}))
+    key = read_key(path, "inference")
+    assert key.key == "k1"
+    assert key.expires == datetime(2026, 12, 7, 21, 50, 12, 123456, tzinfo=UTC)
+    assert read_key(path, "API") == Key("a", None)
+
+
+@pytest.mark.parametrize(
+    ("argv", "variable", "expected"),
+    [
+        ([], "pod-token", "pod-token"),  # a gateway's token, from the environment
+        (["--key-file", "{key_file}"], "pod-token", "from-file"),  # an explicit key file wins
+        ([], "  ", "from-file"),  # blank: as if unset, so the implied key file ($TS_KEY_FILE)
+    ],
+)
+def test_the_token_variable_and_key_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, argv: list[str], variable: str, expected: str
+) -> None:
+    key_file = tmp_path / "key_file.json"
+    key_file.write_text(json.dumps({"inference": {"key": "from-file"}}))
+    monkeypatch.setenv("TS_KEY_FILE", str(key_file))
+    monkeypatch.setenv(TOKEN_VARIABLE, variable)
+    parser = argparse.ArgumentParser()
+    add_service_arguments(parser, timeout=10)
+    args = parser.parse_args([a.format(key_file=key_file) for a in argv])
+    assert token_from_args(args) == expected

@@ -12,6 +12,7 @@ import copy
 import functools
 import gzip
 import hashlib
+import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -154,3 +155,30 @@ def test_the_runtime_runs_the_image_the_docs_build_and_the_service_uses_it() -> 
     assert model["runtime"] == runtime["metadata"]["name"]
     assert model["modelFormat"]["name"] in {f["name"] for f in runtime["spec"]["supportedModelFormats"]}
     assert KSERVE_VERSION in deployment
+
+
+def _merge(target: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    """A JSON merge patch (RFC 7386: ``kubectl patch --type merge``) applied to a copy of ``target``."""
+    merged = copy.deepcopy(target)
+    for key, value in patch.items():
+        if value is None:
+            merged.pop(key, None)
+        elif isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def test_the_documented_patches_keep_the_service_valid() -> None:
+    """docs/deployment.md's rollout and scaling patches, applied to inference-service.yaml, pass the schema."""
+    (service,) = (d for _, d in manifests() if d["kind"] == "InferenceService")
+    deployment = (REPO / "docs" / "deployment.md").read_text()
+    patches = re.findall(r"kubectl patch inferenceservice (\S+) --type merge -p\s+'([^']+)'", deployment)
+    assert len(patches) >= 3, patches
+    for name, patch in patches:
+        assert name == service["metadata"]["name"]
+        patched = _merge(service, json.loads(patch))
+        assert errors(patched) == [], patch
+    canary = [json.loads(p) for _, p in patches if "storageUri" in p]
+    assert canary[0]["spec"]["predictor"]["canaryTrafficPercent"] == 10

@@ -9,8 +9,10 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -37,6 +39,8 @@ class Upstream(ThreadingHTTPServer):
         self.first_bytes = threading.Event()
         self.reply: tuple[int, bytes] = (200, b'{"predictions": []}')
         self.delay_s = 0.0
+        #: TorchServe's token API (``GET /token?type=...``): rewrites the key file, answers (status, body).
+        self.renew: Callable[[], tuple[int, bytes]] = lambda: (200, b"{}")
         super().__init__(("127.0.0.1", 0), _Recorder)
 
     @property
@@ -74,6 +78,8 @@ class _Recorder(BaseHTTPRequestHandler):
         status, body = self.server.reply
         if self.path.startswith("/models"):
             status, body = 200, json.dumps(_management(self.path)).encode()
+        elif self.path.startswith("/token"):
+            status, body = self.server.renew()
         self.send_response(status)
         self.send_header("Content-Length", str(len(body)))
         if body:
@@ -269,3 +275,47 @@ def test_the_command_refuses_a_public_address_unless_told_and_a_taken_port() -> 
     assert busy.returncode == 1
     assert f"127.0.0.1:{port}" in busy.stderr
     assert f"--port {port + 1}" in busy.stderr
+
+
+def _keys_expiring(key: str, seconds: float) -> str:
+    expires = (datetime.now(UTC) + timedelta(seconds=seconds)).isoformat().replace("+00:00", "Z")
+    return json.dumps({**KEYS, "inference": {"key": key, "expiration time": expires}})
+
+
+def test_a_key_about_to_expire_is_renewed_once_then_used(upstream: Upstream, tmp_path: Path, serve_page) -> None:
+    key_file = tmp_path / "key_file.json"
+    key_file.write_text(_keys_expiring("old", 30))  # within the minute before it expires
+
+    def renew() -> tuple[int, bytes]:  # as TorchServe's token API does: a new key, in the file
+        time.sleep(0.2)
+        key_file.write_text(_keys_expiring("new", 3600))
+        return 200, b'{"message": "new key"}'
+
+    upstream.renew = renew
+    page = serve_page(_settings(upstream.url, key_file))
+    post = lambda _: requests.post(  # noqa: E731
+        f"{page}/api/predictions/demo", files={"data": b"x"}, headers=API, timeout=10
+    )
+    with ThreadPoolExecutor(4) as pool:
+        assert [answer.status_code for answer in pool.map(post, range(4))] == [200] * 4
+    renewals = [r for r in upstream.requests if r["path"].startswith("/token")]
+    assert [r["path"] for r in renewals] == ["/token?type=inference"]
+    assert renewals[0]["headers"]["authorization"] == "Bearer api-3"  # the API key authorizes renewals
+    used = {r["headers"]["authorization"] for r in upstream.requests if r["path"].startswith("/predictions")}
+    assert used == {"Bearer new"}
+    # A key far from its expiry is used as it is.
+    post(0)
+    assert len([r for r in upstream.requests if r["path"].startswith("/token")]) == 1
+
+
+def test_a_refused_renewal_is_an_error_the_caller_can_read(upstream: Upstream, tmp_path: Path, serve_page) -> None:
+    key_file = tmp_path / "key_file.json"
+    key_file.write_text(_keys_expiring("old", -5))
+    refusal = {"code": 400, "type": "InvalidKeyException", "message": "Token Authorization failed"}
+    upstream.renew = lambda: (400, json.dumps(refusal).encode())
+    page = serve_page(_settings(upstream.url, key_file))
+    answer = requests.post(f"{page}/api/predictions/demo", files={"data": b"x"}, headers=API, timeout=10)
+    assert answer.status_code == 500
+    assert answer.json()["type"] == "KeyFile"
+    assert "refused to renew its inference key (HTTP 400: Token Authorization failed)" in answer.json()["message"]
+    assert not [r for r in upstream.requests if r["path"].startswith("/predictions")]

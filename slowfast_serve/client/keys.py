@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import os
 import time
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from slowfast_serve.checkout import CHECKOUT
@@ -29,8 +31,18 @@ def find_key_file(explicit: Path | None = None) -> Path | None:
     return next((path for path in candidates if path.is_file()), None)
 
 
-def read_token(key_file: Path, kind: str = "inference", wait: float = 10.0) -> str:
-    """The ``kind`` key (``inference``, ``management`` or ``API``) of a TorchServe ``key_file.json``.
+@dataclass(frozen=True)
+class Key:
+    """One key of ``key_file.json``: the token, and when TorchServe stops accepting it (``None`` for the ``API``
+    key, which does not expire; timezone-aware, UTC)."""
+
+    key: str
+    expires: datetime | None
+
+
+def read_key(key_file: Path, kind: str = "inference", wait: float = 10.0) -> Key:
+    """The ``kind`` key (``inference``, ``management`` or ``API``) of a TorchServe ``key_file.json``, with its
+    expiry.
 
     Args:
         key_file: the file.
@@ -45,10 +57,27 @@ def read_token(key_file: Path, kind: str = "inference", wait: float = 10.0) -> s
     deadline = time.monotonic() + wait
     while True:
         try:
-            return str(json.loads(Path(key_file).read_text())[kind]["key"])
+            entry = json.loads(Path(key_file).read_text())[kind]
+            expires = entry.get("expiration time")
+            return Key(str(entry["key"]), datetime.fromisoformat(expires) if expires else None)
         except FileNotFoundError:
             raise KeyFileError(f"no token file at {key_file}; is TorchServe running (make serve)?") from None
-        except (ValueError, KeyError, TypeError) as e:
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
             if time.monotonic() >= deadline:
                 raise KeyFileError(f"{key_file} has no {kind!r} key ({e})") from None
         time.sleep(0.1)
+
+
+def read_token(key_file: Path, kind: str = "inference", wait: float = 10.0) -> str:
+    """The ``kind`` key's token (see :func:`read_key`)."""
+    return read_key(key_file, kind, wait).key
+
+
+def renewal_request(management_url: str, key_file: Path, kind: str = "inference") -> dict[str, object]:
+    """The ``GET`` (as keyword arguments of ``requests``/``httpx``) that makes TorchServe issue a new ``kind`` key
+    and rewrite ``key_file`` (its token API, authorized by the ``API`` key; the old key stops working at once)."""
+    return {
+        "url": f"{management_url.rstrip('/')}/token",
+        "params": {"type": kind},
+        "headers": {"Authorization": f"Bearer {read_token(key_file, 'API')}"},
+    }

@@ -5,6 +5,7 @@ sent in parts (``timeline``, ``detect --every``)."""
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,6 +13,9 @@ from slowfast_serve.client.inference import DEFAULT_MODEL, DEFAULT_URL, Client
 from slowfast_serve.client.keys import find_key_file, read_token
 from slowfast_serve.client.part_limits import PartSettings
 
+#: An environment variable holding the token itself, for services whose token is not in a key file (a KServe
+#: deployment's gateway, docs/deployment.md).
+TOKEN_VARIABLE = "SLOWFAST_SERVE_TOKEN"
 KEY_FILE_HELP = (
     "TorchServe key_file.json (default: $TS_KEY_FILE, else run/key_file.json of the checkout, else "
     "./run/key_file.json, else ./key_file.json; none: no token)"
@@ -22,12 +26,19 @@ def add_service_arguments(parser: argparse.ArgumentParser, timeout: float) -> No
     """``--model``, ``--url``, ``--key-file`` and ``--timeout`` (seconds per request, default ``timeout``)."""
     parser.add_argument("--model", default=DEFAULT_MODEL, help="served model name (default: %(default)s)")
     parser.add_argument("--url", default=DEFAULT_URL, help="TorchServe inference address (default: %(default)s)")
-    parser.add_argument("--key-file", type=Path, help=KEY_FILE_HELP)
+    parser.add_argument(
+        "--key-file",
+        type=Path,
+        help=f"{KEY_FILE_HELP}. Without --key-file, a token in ${TOKEN_VARIABLE} is sent instead of a key file's",
+    )
     parser.add_argument("--timeout", type=float, default=timeout, help="seconds per request (default: %(default)s)")
 
 
 def token_from_args(args: argparse.Namespace) -> str | None:
-    """The ``inference`` key of the key file the options name or imply, or ``None`` when there is none."""
+    """The ``inference`` key of the key file ``--key-file`` names; else ``$SLOWFAST_SERVE_TOKEN``; else the key of
+    an implied key file (:func:`find_key_file`); ``None`` when there is none."""
+    if args.key_file is None and os.environ.get(TOKEN_VARIABLE, "").strip():
+        return os.environ[TOKEN_VARIABLE].strip()
     key_file = find_key_file(args.key_file)
     return read_token(key_file) if key_file else None
 

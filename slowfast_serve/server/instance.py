@@ -19,6 +19,7 @@ from handler.detection import DETECTION_MODELS, SERVED_MODELS, any_spec
 from handler.models import RANDOM_INIT
 from handler.pipeline import InferenceOptions
 from handler.request import DEFAULT_TOP_K
+from slowfast_serve.client.keys import renewal_request
 from slowfast_serve.server import REPO
 from slowfast_serve.server.archive import (
     DEFAULT_STORE,
@@ -212,12 +213,7 @@ def run_token(args: argparse.Namespace) -> int:
     import requests
 
     server = TorchServe(args.runtime_dir, args.model_store)
-    response = requests.get(
-        f"{server.management_url}/token",
-        params={"type": "inference"},
-        headers={"Authorization": f"Bearer {server.token('API')}"},
-        timeout=30,
-    )
+    response = requests.get(**renewal_request(server.management_url, server.key_file), timeout=30)
     if not response.ok:
         raise ServeError(f"token rotation failed: HTTP {response.status_code} {response.text}")
     print(f"new inference token written to {server.key_file}")

@@ -8,12 +8,15 @@ Upload the directory (``gsutil cp -r``, ``aws s3 cp --recursive``, a PVC) and po
 ``storageUri`` at it (deploy/kserve/, docs/deployment.md). KServe mounts it at ``/mnt/models``.
 
 In-cluster changes to config.properties (everything else, such as request size limits and metrics, is kept):
-- listeners: inference on ``0.0.0.0:8080`` (the port KServe routes to and probes), metrics on ``0.0.0.0:8082``
-  (Prometheus scrape), gRPC inference on ``0.0.0.0:7070``; management stays on the pod's loopback.
+- listeners: TorchServe's inference API on the pod's loopback (``127.0.0.1:8085``): the pod's port 8080,
+  which KServe routes to and probes, is ``slowfast-serve gateway``'s (deploy/kserve/runtime.yaml), which holds
+  TorchServe's tokens; metrics on ``0.0.0.0:8082`` (Prometheus scrape); management and gRPC on the loopback.
+- token authorization stays on (``disable_token_authorization=false``), with keys that last
+  ``token_expiration_min`` (a week; the gateway renews them before they expire): TorchServe's keys are random
+  per process, so only the gateway beside it can use them (KServe's stock runtime fails on them: pytorch/serve
+  issue 3301); callers authenticate to the gateway with a token all replicas share.
 - ``model_store=/mnt/models/model-store`` and ``model_snapshot``: the models, their versions and TorchServe
-  batching/workers from each archive's build record (the KServe wrapper of the stock runtime reads it too).
-- ``disable_token_authorization=true``: KServe's probes and router cannot read TorchServe's key file;
-  authenticate at the ingress / service mesh instead (docs/deployment.md).
+  batching/workers from each archive's build record.
 - ``enable_envvars_config=false``: the stock runtime sets ``TS_SERVICE_ENVELOPE``, but this handler reads
   KServe v1 bodies itself (``{"instances": [...]}``), and TorchServe's envelope would drop its batching.
 """
@@ -28,8 +31,14 @@ from pathlib import Path
 
 from slowfast_serve.server.archive import DEFAULT_STORE, BuildRecord
 from slowfast_serve.server.torchserve import DEFAULT_CONFIG, read_properties, write_properties
+from slowfast_serve.web.gateway import DEFAULT_LAYOUT
 
-MOUNT = Path("/mnt/models")  # where KServe's storage initializer puts the storageUri's contents
+MOUNT = DEFAULT_LAYOUT  # where KServe's storage initializer puts the storageUri's contents
+#: TorchServe's inference API inside the pod; the pod's port 8080 is the gateway's.
+TORCHSERVE_INFERENCE = "http://127.0.0.1:8085"
+#: How long TorchServe's keys last in a pod: the gateway renews a key a minute before it expires, and a
+#: renewal fails an upload that is under way at that moment, so keys live long (a week).
+TOKEN_MINUTES = 7 * 24 * 60
 
 
 def kserve_properties(records: list[BuildRecord], base_config: Path = DEFAULT_CONFIG) -> dict[str, str]:
@@ -52,16 +61,17 @@ def kserve_properties(records: list[BuildRecord], base_config: Path = DEFAULT_CO
     }
     properties.update(
         {
-            "inference_address": "http://0.0.0.0:8080",
+            "inference_address": TORCHSERVE_INFERENCE,
             "management_address": "http://127.0.0.1:8081",
             "metrics_address": "http://0.0.0.0:8082",
-            "grpc_inference_address": "0.0.0.0",
+            "grpc_inference_address": "127.0.0.1",
             "grpc_management_address": "127.0.0.1",
             "grpc_inference_port": "7070",
             "grpc_management_port": "7071",
             "model_store": str(store),
             "model_snapshot": json.dumps({"name": "startup.cfg", "modelCount": len(models), "models": models}),
-            "disable_token_authorization": "true",
+            "disable_token_authorization": "false",
+            "token_expiration_min": str(TOKEN_MINUTES),
             "enable_envvars_config": "false",
             # A regex in a properties file: backslashes written twice.
             "allowed_urls": f"file://{store}/[^/]+[.]mar".replace("\\", "\\\\"),

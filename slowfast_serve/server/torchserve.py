@@ -97,10 +97,13 @@ class TorchServe:
     Args:
         runtime_dir: where the instance's config, tokens, temp files and logs live.
         model_store: directory holding the ``.mar`` files.
+        console: TorchServe's own output goes to this process's stdout (a container's log) instead of
+            ``logs/torchserve.out``.
     """
 
     runtime_dir: Path
     model_store: Path
+    console: bool = False
 
     def __post_init__(self) -> None:
         self.runtime_dir = Path(self.runtime_dir).resolve()
@@ -154,11 +157,13 @@ class TorchServe:
     def _torchserve(self, *args: str) -> subprocess.CompletedProcess[str]:
         """Runs the ``torchserve`` CLI in the runtime directory.
 
-        Its output goes to ``logs/torchserve.out``: with ``--start`` the CLI leaves the Java frontend running
-        with the same stdout/stderr, so a pipe would never reach end-of-file.
+        Its output goes to ``logs/torchserve.out`` (``console``: this process's stdout): with ``--start`` the CLI
+        leaves the Java frontend running with the same stdout/stderr, so a pipe would never reach end-of-file.
         """
         cli = Path(sys.executable).parent / "torchserve"
         command = [str(cli) if cli.exists() else "torchserve", *args]
+        if self.console:
+            return subprocess.run(command, cwd=self.runtime_dir, env=self._env(), timeout=120)
         with open(self.log_dir / "torchserve.out", "a") as out:
             return subprocess.run(
                 command, cwd=self.runtime_dir, env=self._env(), stdout=out, stderr=subprocess.STDOUT, timeout=120
