@@ -1,5 +1,7 @@
 # Entry points. Every target does its own set-up: `.venv` is created and the pinned stack installed
-# (scripts/install.sh, the same script CI and the Dockerfile use) whenever the requirements change. The targets
+# (scripts/install.sh, the same script CI and the Dockerfile use) whenever the requirements change. Serving
+# targets (serve, stop, status, models, scale, archive, download, train-demo) install the runtime stack only;
+# test, lint and the benchmarks add the test tools and the toolboxes' reference environments (--dev). The targets
 # call the project's command line, .venv/bin/slowfast-serve (`slowfast-serve --help` lists all it does).
 #
 #   make serve [MODEL=slowfast_r50] [CHECKPOINT=path.pyth] [LABELS=labels.json] [NAME=name] [RANDOM_INIT=1] [MODEL_API=1]
@@ -44,6 +46,7 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 CLI := $(VENV)/bin/slowfast-serve
+RUNTIME := $(VENV)/.installed-runtime
 STAMP := $(VENV)/.installed
 
 MODEL ?= slowfast_r50
@@ -81,34 +84,38 @@ DEMO_DATA ?= data/motion
 
 setup: $(STAMP)
 
-$(STAMP): requirements.txt requirements-dev.txt requirements-java.txt pyproject.toml scripts/install.sh $(wildcard tests/toolboxes/requirements-*.txt)
+$(RUNTIME): requirements.txt requirements-java.txt pyproject.toml scripts/install.sh
+	scripts/install.sh --venv $(VENV)
+	touch $@
+
+$(STAMP): $(RUNTIME) requirements-dev.txt $(wildcard tests/toolboxes/requirements-*.txt)
 	scripts/install.sh --venv $(VENV) --dev
 	touch $@
 
-serve: $(STAMP)
+serve: $(RUNTIME)
 	$(CLI) serve $(model_args) $(if $(filter 1 yes true,$(MODEL_API)),--enable-model-api) \
 		$(if $(WEB_PORT),--web-port $(WEB_PORT)) $(if $(filter 0 no false,$(WEB)),--no-web)
 
-models: $(STAMP)
+models: $(RUNTIME)
 	$(CLI) models
 
-scale: $(STAMP)
+scale: $(RUNTIME)
 	$(CLI) scale $(or $(NAME),$(MODEL)) --workers $(WORKERS)
 
-stop: $(STAMP)
+stop: $(RUNTIME)
 	$(CLI) stop
 
-status: $(STAMP)
+status: $(RUNTIME)
 	$(CLI) status
 
-archive: $(STAMP)
+archive: $(RUNTIME)
 	$(CLI) archive $(model_args)
 
-download: $(STAMP)
+download: $(RUNTIME)
 	$(CLI) download $(MODEL)
 
 # The exact recipe of the committed models/motion_demo (seeds fixed; see models/motion_demo/training.json).
-train-demo: $(STAMP)
+train-demo: $(RUNTIME)
 	rm -rf $(DEMO_DATA)/train $(DEMO_DATA)/val
 	$(CLI) motion-data $(DEMO_DATA)/train --per-class 250 --seed 0
 	$(CLI) motion-data $(DEMO_DATA)/val --per-class 24 --seed 1

@@ -21,13 +21,13 @@ platforms=(manylinux_2_28_x86_64 manylinux_2_17_x86_64 manylinux2014_x86_64 many
 python=${PYTHON:-python3}
 budget_mib=64  # what one run carries: the working tree and the chunk
 
-usage() { sed -n '2,15p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 2; }
+usage() { sed -n '2,15p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit "${1:-2}"; }
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --out) out=$(realpath -m "$2"); shift 2 ;;
     --python-version) python_version="$2"; shift 2 ;;
     --platform) platforms=("$2"); shift 2 ;;
-    -h|--help) usage ;;
+    -h|--help) usage 0 ;;
     *) echo "gpu_wheels.sh: unknown argument '$1'" >&2; usage ;;
   esac
 done

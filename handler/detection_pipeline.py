@@ -49,7 +49,7 @@ from handler.pipeline import (
     video_summary,
 )
 from handler.request import DEFAULT_MAX_BOXES, DetectionRequest
-from handler.timeline import keyframe_count, window_starts
+from handler.timeline import keyframe_count, part_starts
 from handler.transforms import short_side_size
 
 logger = logging.getLogger(__name__)
@@ -92,11 +92,8 @@ def keyframe_times(request: DetectionRequest, duration_sec: float, spec: Detecti
     """
     if request.mode == "timeline":
         first, stride = first_keyframe_sec(request, spec), request.stride_sec or DEFAULT_STRIDE_SEC
-        skip = request.first_window or 0
-        count = request.window_count
-        if count is None:
-            count = max(keyframe_count(duration_sec, first, stride) - skip, 1)
-        times = window_starts(first, stride, skip, count)
+        total = lambda: keyframe_count(duration_sec, first, stride)  # noqa: E731
+        times = part_starts(first, stride, request.first_window, request.window_count, total)
         if request.origin_pts is not None:
             return times  # a part: its duration is not the video's (a window past the end finds no frame)
     else:

@@ -38,7 +38,7 @@ from handler.export import EXPORT_FORMATS, ExportedModel, ExportFormat, load_exp
 from handler.models import ClipSpec, ModelSpec, fold_batch_norms
 from handler.request import VideoRequest, format_views
 from handler.sampling import iter_sampled_clips
-from handler.timeline import intervals, window_count, window_starts
+from handler.timeline import intervals, part_starts, window_count
 from handler.transforms import CropGatherer, model_inputs
 
 logger = logging.getLogger(__name__)
@@ -702,11 +702,9 @@ class VideoClassifier(ServedModel):
     def _timeline_starts(self, request: VideoRequest, stride: float) -> list[float]:
         """The timeline's window starts: all of the video's from ``start_sec``, or, for a part, windows
         ``first_window`` .. ``first_window + window_count - 1`` of the whole video's grid."""
-        first = request.first_window or 0
-        count = request.window_count
-        if count is None:
-            count = window_count(video_duration(request.video), request.start_sec, stride) - first
-        return window_starts(request.start_sec, stride, first, max(count, 1))
+        start = request.start_sec
+        total = lambda: window_count(video_duration(request.video), start, stride)  # noqa: E731
+        return part_starts(start, stride, request.first_window, request.window_count, total)
 
     def _stride(self, request: VideoRequest) -> float:
         """Seconds between a timeline's windows: the request's, else one clip (windows side by side)."""

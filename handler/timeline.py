@@ -1,7 +1,7 @@
 """Where a ``mode=timeline`` request's windows fall, and how their answers merge into labelled intervals.
 
 Pure Python (no torch): the service places and merges windows with these functions, and the client that cuts a
-long video into parts (:mod:`slowfast_serve.client.long_video`) uses the same ones, so a timeline assembled from
+long video into parts (:mod:`slowfast_serve.client.parts`) uses the same ones, so a timeline assembled from
 parts is the one a single request would give, window for window.
 
 Window ``k`` starts at ``start_sec + k * stride_sec``, computed in that order for every ``k`` (a part names its
@@ -11,7 +11,7 @@ first window by index rather than by a start time of its own, whose float roundi
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 #: A window must start at least this long before the end of the video to hold a frame.
@@ -34,6 +34,18 @@ def keyframe_count(duration_sec: float, first_sec: float, stride_sec: float) -> 
 def window_starts(start_sec: float, stride_sec: float, first: int, count: int) -> list[float]:
     """Starts, in seconds, of windows ``first .. first + count - 1``."""
     return [start_sec + k * stride_sec for k in range(first, first + count)]
+
+
+def part_starts(
+    start_sec: float, stride_sec: float, first: int | None, count: int | None, total: Callable[[], int]
+) -> list[float]:
+    """Starts of windows ``first .. first + count - 1`` of a timeline's grid (a part of a timeline sent in parts;
+    ``first`` ``None``: 0). ``count`` ``None``: every window from ``first`` to the last of the ``total()`` the
+    whole video has (called only then: it may have to probe the video). At least one window."""
+    first = first or 0
+    if count is None:
+        count = total() - first
+    return window_starts(start_sec, stride_sec, first, max(count, 1))
 
 
 def timeline_starts(duration_sec: float, start_sec: float, stride_sec: float) -> list[float]:

@@ -25,7 +25,7 @@ dev=0
 reference_envs=1
 venv_options=()
 
-usage() { sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 2; }
+usage() { sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit "${1:-2}"; }
 
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -34,7 +34,7 @@ while [[ $# -gt 0 ]]; do
     --dev) requirements="$repo/requirements-dev.txt"; dev=1; shift ;;
     --no-reference-envs) reference_envs=0; shift ;;
     --system-site-packages) venv_options+=(--system-site-packages); shift ;;
-    -h|--help) usage ;;
+    -h|--help) usage 0 ;;
     *) echo "install.sh: unknown argument '$1'" >&2; usage ;;
   esac
 done

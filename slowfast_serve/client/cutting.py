@@ -24,7 +24,7 @@ from pathlib import Path
 
 import av
 
-from handler.container import ffmpeg_reason, open_video, probe, video_duration
+from handler.container import ffmpeg_reason, open_video, stream_seconds, video_info
 from handler.errors import RequestError
 from slowfast_serve.client.errors import ServiceError
 
@@ -92,13 +92,12 @@ def index_source(path: Path) -> SourceIndex:
             has no key frame, or is in a container this module cannot write parts of.
     """
     try:
-        duration = video_duration(path)
-        declared = probe(path).duration_sec
         container = open_video(path)
     except RequestError as e:
         raise local_error(e) from e
     with container, _readable(path):
         stream = container.streams.video[0]
+        declared = video_info(container, stream).duration_sec
         muxer = _MUXERS.get(container.format.name.split(",")[0])
         if muxer is None:
             raise ServiceError(
@@ -108,7 +107,7 @@ def index_source(path: Path) -> SourceIndex:
                 "(e.g. ffmpeg -i in.ext -c copy out.mkv) and send that",
             )
         keys, key_bytes, key_packets = [], [], []
-        total_bytes = total_packets = 0
+        total_bytes = total_packets = end_pts = 0
         for packet in container.demux(stream):
             if packet.pts is None or packet.size == 0:
                 continue
@@ -118,8 +117,11 @@ def index_source(path: Path) -> SourceIndex:
                 key_packets.append(total_packets)
             total_bytes += packet.size
             total_packets += 1
+            end_pts = max(end_pts, packet.pts + (packet.duration or 0))
         if not keys:
             raise ServiceError(None, "CannotCut", f"{path.name}: the video stream has no key frame to cut at")
+        # As handler.container.video_duration measures it: the declared duration, else the last packet's end.
+        duration = declared or stream_seconds(stream, end_pts)
         return SourceIndex(
             path=path,
             muxer=muxer,

@@ -66,27 +66,40 @@ class Kind:
         items: the key of the list in ``timeline`` (``segments`` or ``keyframes``).
         start_option: the option that places window 0 (``start_sec`` or ``keyframe_sec``).
         formats: the ``--output`` suffixes it can be written as.
+        count: how many windows a video has, from its duration, window 0's place and the stride (as the service
+            counts them: :mod:`handler.timeline`).
+        reach: how far before and after its place a window reads frames, from window 0's answer and its place.
     """
 
     items: str
     start_option: str
     formats: tuple[str, ...]
+    count: Callable[[float, float, float], int]
+    reach: Callable[[dict[str, Any], float], tuple[float, float]]
 
     def grid(self, timeline: dict[str, Any], duration_sec: float) -> Grid:
         """The whole video's grid, from window 0's answer (``timeline``) and the video's duration."""
         # The service names window 0's exact place (``start_sec`` / ``keyframe_sec``: its default, or the float
         # sent); the items' own times are rounded to the millisecond.
         item, stride, start = timeline[self.items][0], timeline["stride_sec"], timeline[self.start_option]
-        if self is CLASSIFIER:
-            count = window_count(duration_sec, start, stride)
-            return Grid(start, stride, 0.0, item["end_sec"] - item["start_sec"], count)
-        clip = item["clip"]
-        half = max(start - clip["start_sec"], clip["end_sec"] - start)
-        return Grid(start, stride, half, half, keyframe_count(duration_sec, start, stride))
+        before, after = self.reach(item, start)
+        return Grid(start, stride, before, after, self.count(duration_sec, start, stride))
 
 
-CLASSIFIER = Kind("segments", "start_sec", (".jsonl", ".csv"))
-DETECTOR = Kind("keyframes", "keyframe_sec", (".jsonl",))
+def _window_reach(segment: dict[str, Any], start: float) -> tuple[float, float]:
+    """A classifier's window reads from its start for one clip."""
+    return 0.0, segment["end_sec"] - segment["start_sec"]
+
+
+def _keyframe_reach(keyframe: dict[str, Any], start: float) -> tuple[float, float]:
+    """A detector's keyframe reads a clip centred on it."""
+    clip = keyframe["clip"]
+    half = max(start - clip["start_sec"], clip["end_sec"] - start)
+    return half, half
+
+
+CLASSIFIER = Kind("segments", "start_sec", (".jsonl", ".csv"), window_count, _window_reach)
+DETECTOR = Kind("keyframes", "keyframe_sec", (".jsonl",), keyframe_count, _keyframe_reach)
 
 
 @dataclass(frozen=True)
