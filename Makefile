@@ -18,6 +18,7 @@
 #   make stop            stops TorchServe and the web page
 #   make models          describe the served models (workers, batching); make scale NAME=... WORKERS=2
 #   make test            the whole suite (unit, parity, TorchServe integration) plus lint
+#   make test-quick      the unit tests alone, in about 2 minutes: the edit-test loop (CONTRIBUTING.md)
 #   make web-screenshots the web page's screenshots in docs/images/, taken by its browser test (docs/web.md)
 #   make archive MODEL=... CHECKPOINT=...|RANDOM_INIT=1
 #   make download MODEL=...
@@ -80,7 +81,7 @@ DEMO_DATA ?= data/motion
 
 .PHONY: setup serve models scale stop status archive download train-demo demo-accuracy bench bench-models bench-stages bench-export \
 	bench-memory bench-detection bench-smoothing bench-live bench-long \
-	test web-screenshots lint clean
+	test test-quick web-screenshots lint clean
 
 setup: $(STAMP)
 
@@ -166,6 +167,11 @@ lint: $(STAMP)
 
 test: lint
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The edit-test loop: no TorchServe, no reference environments, nothing marked slow (CONTRIBUTING.md).
+QUICK := not integration and not reference and not gpu and not toolbox_matrix and not slow
+test-quick: $(STAMP)
+	$(PY) -m pytest -m "$(QUICK)" $(PYTEST_ARGS)
 
 web-screenshots: $(STAMP)
 	WEB_SCREENSHOTS=docs/images $(PY) -m pytest tests/test_web.py

@@ -384,6 +384,7 @@ def _assert_same_tensors(state: dict[str, torch.Tensor], expected: dict[str, tor
         assert torch.equal(state[key], tensor), key
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("name", "form"), CASES)
 def test_native_file_converts_back_to_the_exact_tensors(name: str, form: str, tmp_path: Path) -> None:
     spec = get_spec(name)
@@ -394,6 +395,7 @@ def test_native_file_converts_back_to_the_exact_tensors(name: str, form: str, tm
     assert weights.description == f"{path.name} sha256:{_digest(path)[:12]}"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", LAYOUT_ENTRIES.values())
 def test_converted_file_is_plain_and_names_the_original(name: str, tmp_path: Path) -> None:
     """convert_checkpoint's output: a weights_only torch file whose responses name the toolbox's file (once per
@@ -420,6 +422,7 @@ def test_converted_file_is_plain_and_names_the_original(name: str, tmp_path: Pat
     assert again.source == conversion.source
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", LAYOUT_ENTRIES.values())
 def test_converted_network_computes_what_the_original_does(name: str, tmp_path: Path) -> None:
     """Once per layout, on one small clip: the round trips prove every entry's tensors identical to the original's."""
@@ -591,6 +594,7 @@ FOREIGN = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ENTRIES)
 def test_another_toolboxs_file_is_refused_naming_the_entry_it_fits(name: str, foreign: dict[str, Path]) -> None:
     spec = get_spec(name)
@@ -645,6 +649,7 @@ def _script(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([CLI, "convert", *args], capture_output=True, text=True)
 
 
+@pytest.mark.slow
 def test_convert_script_end_to_end(foreign: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "converted.pyth"
     done = _script(str(foreign["paddlevideo"]), "--model", "paddlevideo_slowfast_4x16", "--out", str(out))
@@ -695,6 +700,7 @@ def labelled_state(name: str) -> dict[str, torch.Tensor]:
     return state
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("name", "form", "filename"),
     [

@@ -71,6 +71,7 @@ def test_serve_without_checkpoint_offline_exits_with_instructions(
     assert not (tmp_path / "store" / "slowfast_r50.mar").exists()
 
 
+@pytest.mark.slow
 def test_archive_is_rebuilt_only_when_its_inputs_change(
     random_checkpoint: Callable[[str], Path],
     tmp_path: Path,

@@ -56,6 +56,7 @@ def _network(spec: DetectionSpec) -> torch.nn.Module:
     return network
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(DETECTION_MODELS))
 def test_scores_equal_the_detection_tutorial(name: str, videos: dict[str, Path]) -> None:
     spec = DETECTION_MODELS[name]

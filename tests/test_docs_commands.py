@@ -29,7 +29,7 @@ from slowfast_serve import cli
 from slowfast_serve.server.torchserve import REPO, TorchServe, read_properties
 from slowfast_serve.training.motion_data import make_video
 
-DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+DOCS = [REPO / "README.md", REPO / "CONTRIBUTING.md", *sorted((REPO / "docs").glob("*.md"))]
 SERVED = ("motion_demo", "slowfast_r50", "slow_r50_detection")  # the first two serve the demo archive
 DETECTION = "slow_r50_detection"  # random-init, with the HOG people detector
 #: Subcommands that run here when their models are served and their files exist.

@@ -90,6 +90,7 @@ def test_suite_coverage() -> None:
             assert 1.2 <= c.amount <= 5
 
 
+@pytest.mark.slow
 def test_every_codec_family_decodes() -> None:
     """Decoded by the service's own decoder (Theora's empty packets of unchanged frames are skipped there)."""
     motion = MOTION_CLASSES[3]
@@ -112,6 +113,7 @@ def count_empty(data: bytes) -> int:
         return sum(p.size == 0 and p.pts is not None for p in container.demux(video=0))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("motion", MOTION_CLASSES)
 def test_motion_measured_on_the_object(motion: str) -> None:
     for index in (0, 1, 5):

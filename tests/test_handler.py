@@ -16,6 +16,8 @@ from handler.pipeline import select_device
 from handler.ts_handler import SlowFastHandler
 from tests.videos import encode, moving_frames
 
+pytestmark = pytest.mark.slow  # make test-quick leaves this module out (CONTRIBUTING.md)
+
 
 class RecordedMetrics:
     """Stands in for ``context.metrics``: records every call."""

@@ -144,6 +144,7 @@ def _auth(token: str = CALLER_TOKEN) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
+@pytest.mark.slow
 def test_the_layout_is_what_the_kserve_torchserve_runtime_reads(layout: Path) -> None:
     assert sorted(str(p.relative_to(layout)) for p in layout.rglob("*")) == [
         "config",

@@ -114,6 +114,7 @@ def test_the_stored_crds_are_the_released_ones() -> None:
         assert re.search(rf"`{re.escape(name.removesuffix('.gz'))}`.*`{digest}`", readme), f"{name}: {digest}"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("path", "document"), list(manifests()), ids=lambda v: getattr(v, "name", ""))
 def test_every_manifest_passes_the_kserve_schema_strictly(path: Path, document: dict[str, Any]) -> None:
     assert document["kind"] in CRD_FILES, f"{path.name}: no schema stored for {document['kind']}"

@@ -107,6 +107,7 @@ def test_a_clip_played_backwards_is_the_opposite_motion(
     assert _classify(demo_server, backward)["predictions"][0]["label"] == reversed_motion
 
 
+@pytest.mark.integration
 def test_multi_view_request_through_torchserve(demo_server: TorchServe) -> None:
     video = make_video("rotating counterclockwise", 8080, 3)[0]
     response = post_video(demo_server, "motion_demo", files={"data": ("v", video)}, data={"views": "10x3"})
@@ -122,6 +123,7 @@ def test_multi_view_request_through_torchserve(demo_server: TorchServe) -> None:
     assert bad.json()["type"] == "InvalidOption"
 
 
+@pytest.mark.integration
 def test_timeline_through_torchserve_and_the_client(demo_server: TorchServe, tmp_path: Path) -> None:
     from tests.test_pipeline import _there_and_back
 
@@ -142,6 +144,7 @@ def test_timeline_through_torchserve_and_the_client(demo_server: TorchServe, tmp
     assert "moving right" in result.stdout
 
 
+@pytest.mark.integration
 def test_handler_metrics_reach_prometheus(demo_server: TorchServe) -> None:
     from prometheus_client.parser import text_string_to_metric_families
 

@@ -24,6 +24,8 @@ from slowfast_serve.server.torchserve import REPO, TorchServe
 from slowfast_serve.training.motion_data import make_video, write_dataset
 from tests.serving import post_video, running_torchserve
 
+pytestmark = pytest.mark.slow  # make test-quick leaves this module out (CONTRIBUTING.md)
+
 SPEC = get_spec("motion_demo")
 CHECKPOINT = REPO / SPEC.bundled_checkpoint
 LABELS = label_set(SPEC.labels)

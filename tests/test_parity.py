@@ -22,6 +22,8 @@ from handler.transforms import pack_pathways, uniform_temporal_indices
 from tests import reference
 from tests.videos import encode, moving_frames
 
+pytestmark = pytest.mark.slow  # make test-quick leaves this module out (CONTRIBUTING.md)
+
 TOLERANCE = 1e-5
 
 

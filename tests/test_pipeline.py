@@ -50,6 +50,7 @@ def _scores(results: list) -> list:
     return [r.type if isinstance(r, RequestError) else [p["score"] for p in r["predictions"]] for r in results]
 
 
+@pytest.mark.slow
 def test_parallel_preparation_answers_like_sequential_in_order(
     random_checkpoint: Callable[[str], Path],
 ) -> None:
@@ -77,6 +78,7 @@ def test_channels_last_gives_the_same_probabilities() -> None:
     assert (plain - fast).abs().max() < 1e-5
 
 
+@pytest.mark.slow
 def test_bf16_autocast_keeps_the_trained_models_answers() -> None:
     fp32, bf16 = _motion_classifier(warmup=False), _motion_classifier(precision="bf16", warmup=False)
     requests = [

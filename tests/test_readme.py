@@ -170,7 +170,7 @@ def test_readme_is_a_short_page() -> None:
     assert len(README.splitlines()) <= 200
 
 
-DOCUMENTS = [REPO / "README.md", REPO / "SECURITY.md", *sorted((REPO / "docs").glob("*.md"))]
+DOCUMENTS = [REPO / "README.md", REPO / "SECURITY.md", REPO / "CONTRIBUTING.md", *sorted((REPO / "docs").glob("*.md"))]
 
 
 def _anchors(text: str) -> set[str]:
@@ -181,7 +181,8 @@ def _anchors(text: str) -> set[str]:
 
 @pytest.mark.parametrize("doc", DOCUMENTS, ids=lambda p: p.name)
 def test_relative_links_resolve(doc: Path) -> None:
-    """Every relative link of the README, SECURITY.md and docs/ names a file that exists, and a heading in it."""
+    """Every relative link of the README, SECURITY.md, CONTRIBUTING.md and docs/ names a file that exists, and a
+    heading in it."""
     for target in re.findall(r"\]\(([^)\s]+)\)", doc.read_text()):
         if target.startswith(("http://", "https://", "mailto:")):
             continue

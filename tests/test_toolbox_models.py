@@ -51,6 +51,8 @@ from handler.transforms import model_inputs, pack_pathways
 from tests.conftest import ToolboxCheckpoints
 from tests.videos import moving_frames
 
+pytestmark = pytest.mark.slow  # make test-quick leaves this module out (CONTRIBUTING.md)
+
 TOLERANCE = 1e-5
 CONTROL_MARGIN = 100  # a control must move the output by at least this many tolerances
 # PaddleVideo is compared in float64: its own float32 kernels round differently (see the docstring).
