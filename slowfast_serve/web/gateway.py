@@ -27,7 +27,6 @@ import asyncio
 import contextlib
 import hmac
 import signal
-import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,12 +38,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from slowfast_serve.server.torchserve import ServeError, TorchServe
+from slowfast_serve.web.command import PageError, check_port
 from slowfast_serve.web.upstream import Upstream, UpstreamSettings, error
 
 if TYPE_CHECKING:
     import uvicorn
-
-    from slowfast_serve.server.torchserve import TorchServe
 
 #: Where KServe mounts the InferenceService's storageUri (the layout of slowfast-serve kserve).
 DEFAULT_LAYOUT = Path("/mnt/models")
@@ -69,12 +68,25 @@ class GatewaySettings(UpstreamSettings):
     )
 
 
+class GatewayError(RuntimeError):
+    """The gateway cannot start or keep serving, with what to do."""
+
+
+#: What ``slowfast-serve gateway`` reports as ``error: ...`` with exit status 1 (slowfast_serve/cli.py).
+FAILURES = (GatewayError, ServeError, PageError)
+
+
+def _caller_token(token_file: Path) -> str:
+    """The token callers must send: the file's content without surrounding whitespace (raises ``OSError``)."""
+    return token_file.read_text().strip()
+
+
 def _refused_caller(request: Request, token_file: Path | None) -> Response | None:
     """The 401 (or 500) for a caller without the right token; ``None`` when it may pass."""
     if token_file is None:
         return None
     try:
-        expected = token_file.read_text().strip()
+        expected = _caller_token(token_file)
     except OSError as e:
         return error(500, "CallerTokenFile", f"the gateway cannot read its callers' token file {token_file} ({e})")
     scheme, _, given = request.headers.get("authorization", "").partition(" ")
@@ -162,36 +174,23 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Starts TorchServe and the gateway; returns when both have stopped. Fails with :data:`FAILURES`."""
     import uvicorn
-
-    from slowfast_serve.server.torchserve import ServeError, TorchServe
-    from slowfast_serve.web.command import PageError, check_port
 
     config, store = args.layout / "config" / "config.properties", args.layout / "model-store"
     if not config.is_file() or not store.is_dir():
-        print(
-            f"error: {args.layout} is not a layout of slowfast-serve kserve (config/config.properties, model-store/)",
-            file=sys.stderr,
+        raise GatewayError(
+            f"{args.layout} is not a layout of slowfast-serve kserve (config/config.properties, model-store/)"
         )
-        return 1
-    if args.token_file is not None and not _readable_token(args.token_file):
-        print(f"error: no token in --token-file {args.token_file} (a missing or empty file)", file=sys.stderr)
-        return 1
-    try:
-        check_port(args.host, args.port)
-    except PageError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    if args.token_file is not None and not _has_token(args.token_file):
+        raise GatewayError(f"no token in --token-file {args.token_file} (a missing or empty file)")
+    check_port(args.host, args.port)
     server = TorchServe(args.runtime_dir.expanduser(), store, console=True)
-    try:
-        server.start(
-            {},
-            base_config=config,
-            overrides={"model_store": str(server.model_store), "allowed_urls": server.allowed_urls()},
-        )
-    except ServeError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    server.start(
+        {},
+        base_config=config,
+        overrides={"model_store": str(server.model_store), "allowed_urls": server.allowed_urls()},
+    )
     settings = GatewaySettings(
         inference_url=server.inference_url,
         management_url=server.management_url,
@@ -219,14 +218,13 @@ def run(args: argparse.Namespace) -> int:
     finally:
         server.stop()
     if torchserve_exited:
-        print(f"error: TorchServe exited; stopping the gateway.\n{server.log_tail(20)}", file=sys.stderr)
-        return 1
+        raise GatewayError(f"TorchServe exited; stopping the gateway.\n{server.log_tail(20)}")
     return 0
 
 
-def _readable_token(path: Path) -> bool:
+def _has_token(path: Path) -> bool:
     try:
-        return bool(path.read_text().strip())
+        return bool(_caller_token(path))
     except OSError:
         return False
 
