@@ -20,7 +20,7 @@
 #   make test            the whole suite (unit, parity, TorchServe integration) plus lint
 #   make test-quick      the unit tests alone, in about 2 minutes: the edit-test loop (CONTRIBUTING.md)
 #   make web-screenshots the web page's screenshots in docs/images/, taken by its browser test (docs/web.md)
-#   make archive MODEL=... CHECKPOINT=...|RANDOM_INIT=1
+#   make archive MODEL=... [CHECKPOINT=...|RANDOM_INIT=1]   (default: the bundled or cached official weights)
 #   make download MODEL=...
 #   make train-demo      re-create the synthetic dataset and re-train models/motion_demo (at most 45 minutes on
 #                        2 cores)

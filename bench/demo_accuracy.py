@@ -25,12 +25,12 @@ import tempfile
 from importlib import metadata
 from pathlib import Path
 
+from bench import REPO
 from bench.workloads import machine, publish
 from handler.labels import MOTION_CLASSES, label_set
 from handler.models import get_spec
 from slowfast_serve.client.inference import Client
 from slowfast_serve.evaluation.accuracy import Accuracy, Clip, drawn_clips, evaluate, markdown
-from slowfast_serve.server import REPO
 from slowfast_serve.server.archive import build_archive
 from slowfast_serve.server.torchserve import TorchServe, free_port_overrides
 from slowfast_serve.training import motion_data

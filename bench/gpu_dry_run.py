@@ -32,8 +32,8 @@ import time
 from importlib import metadata
 from pathlib import Path
 
+from bench import REPO
 from bench.workloads import machine
-from slowfast_serve.server import REPO
 
 IMAGE_PACKAGES = REPO / "bench" / "gpu_image_packages.txt"
 

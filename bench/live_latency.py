@@ -25,9 +25,9 @@ import time
 from importlib import metadata
 from pathlib import Path
 
+from bench import REPO
 from bench.workloads import machine, publish
 from handler.models import get_spec
-from slowfast_serve.server import REPO
 from slowfast_serve.server.archive import ServingConfig, build_archive
 from slowfast_serve.server.torchserve import TorchServe, free_port, free_port_overrides
 

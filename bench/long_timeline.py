@@ -28,13 +28,13 @@ from typing import Any
 
 import psutil
 
+from bench import REPO
 from bench.workloads import machine, publish
 from handler.decode import DecodeLimits
 from handler.models import get_spec
 from slowfast_serve.client import Client
 from slowfast_serve.client.cutting import index_source
 from slowfast_serve.load.videos import long_recording
-from slowfast_serve.server import REPO
 from slowfast_serve.server.archive import ServingConfig, build_archive
 from slowfast_serve.server.torchserve import TorchServe, free_port_overrides
 

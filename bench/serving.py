@@ -49,11 +49,11 @@ import requests
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from bench import REPO
 from bench.workloads import WORKLOADS, describe, machine, make_workload, publish
 from handler.labels import label_set
 from handler.models import get_spec, save_random_checkpoint
 from handler.pipeline import InferenceOptions
-from slowfast_serve.server import REPO
 from slowfast_serve.server.archive import ServingConfig, build_archive, parse_inference, run_archiver
 from slowfast_serve.server.torchserve import TorchServe, free_port_overrides
 from slowfast_serve.training.motion_data import write_dataset

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+from bench import REPO
 from bench.workloads import machine, publish
 from handler.labels import MOTION_CLASSES, label_set
 from handler.models import get_spec
@@ -33,7 +34,6 @@ from handler.request import VideoRequest
 from slowfast_serve.client.inference import Timeline
 from slowfast_serve.client.smoothing import RAW, Smoothing, events
 from slowfast_serve.evaluation.chapters import Agreement, compare, edited_video
-from slowfast_serve.server import REPO
 
 MODEL = "motion_demo"
 SECONDS = (0.0, 1.0, 2.5, 4.0)

@@ -33,6 +33,7 @@ from pathlib import Path
 
 import torch
 
+from bench import REPO
 from bench.workloads import WORKLOADS, describe, machine, make_workload, publish
 from handler.labels import label_set
 from handler.models import REGISTRY, build_model, get_spec
@@ -40,7 +41,6 @@ from handler.pipeline import InferenceOptions, VideoClassifier
 from handler.request import VideoRequest
 from handler.transforms import model_inputs
 from slowfast_serve.load.soak import soak_videos
-from slowfast_serve.server import REPO
 from tests.reference import tutorial_inputs
 
 # Forward variants: the plain module as the tutorial runs it, the product default, reduced precision.

@@ -108,7 +108,7 @@ def archive(
 def demo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
     """A real TorchServe (repository config, free loopback ports) serving the bundled ``motion_demo`` model."""
     from slowfast_serve.server.archive import build_archive
-    from slowfast_serve.server.torchserve import REPO
+    from tests import REPO
     from tests.serving import running_torchserve
 
     spec = get_spec("motion_demo")

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from slowfast_serve.server.torchserve import REPO, TorchServe
+from slowfast_serve.server.torchserve import TorchServe
 from slowfast_serve.training.motion_data import make_video
+from tests import REPO
 
 pytestmark = pytest.mark.integration
 

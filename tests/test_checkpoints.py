@@ -53,9 +53,9 @@ from handler.checkpoints import (
 from handler.checkpoints import load_weights as load_weights_checked
 from handler.models import TOOLBOX_MODELS, build_model, get_spec, save_random_checkpoint
 from handler.transforms import model_inputs
+from tests import REPO
 from tests.serving import CLI
 
-REPO = Path(__file__).resolve().parents[1]
 ENTRIES = [spec.name for spec in TOOLBOX_MODELS]
 NOT_LOADABLE = "not a loadable PyTorch checkpoint"
 

@@ -136,7 +136,7 @@ def test_key_file_discovery_order(monkeypatch: pytest.MonkeyPatch, tmp_path: Pat
     assert find_key_file(explicit) == explicit
     assert find_key_file(None) == from_env
     monkeypatch.delenv("TS_KEY_FILE")
-    repo_key = serve.REPO / "run" / "key_file.json"
+    repo_key = serve.DEFAULT_RUNTIME / "key_file.json"
     assert find_key_file(None) == (repo_key if repo_key.exists() else Path("key_file.json"))
 
 

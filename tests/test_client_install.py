@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import json
 import subprocess
-import venv
 from pathlib import Path
 
 import pytest
 
-from slowfast_serve.server.torchserve import REPO, TorchServe
+from slowfast_serve.server.torchserve import TorchServe
 from slowfast_serve.training.motion_data import make_video
+from tests import REPO
+from tests.installs import fresh_venv
 
 pytestmark = pytest.mark.integration
 
@@ -19,13 +20,7 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def client_env(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A fresh venv with only ``.[client]`` of this checkout installed (a regular, non-editable install)."""
-    env = tmp_path_factory.mktemp("client-venv")
-    venv.create(env, with_pip=True)
-    python = env / "bin" / "python"
-    command = [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", f"{REPO}[client]"]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=900)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return env
+    return fresh_venv(tmp_path_factory.mktemp("client-venv"), f"{REPO}[client]")
 
 
 def _run(env: Path, *command: str) -> subprocess.CompletedProcess[str]:

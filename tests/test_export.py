@@ -20,8 +20,9 @@ from handler.request import VideoRequest
 from slowfast_serve.server import export as export_model
 from slowfast_serve.server.archive import BuildRecord, build_archive
 from slowfast_serve.server.export import TOLERANCE, export_checkpoint
-from slowfast_serve.server.torchserve import REPO, TorchServe
+from slowfast_serve.server.torchserve import TorchServe
 from slowfast_serve.training.motion_data import make_video
+from tests import REPO
 from tests.serving import post_video, running_torchserve
 
 pytestmark = pytest.mark.slow  # make test-quick leaves this module out (CONTRIBUTING.md)

@@ -18,8 +18,9 @@ from handler.request import VideoRequest
 from handler.transforms import gather_frames, plan_for
 from slowfast_serve.server.archive import build_archive
 from slowfast_serve.server.export import calibration_clips, export_checkpoint
-from slowfast_serve.server.torchserve import REPO, TorchServe
+from slowfast_serve.server.torchserve import TorchServe
 from slowfast_serve.training.motion_data import make_video, write_dataset
+from tests import REPO
 from tests.serving import post_video, running_torchserve
 
 pytestmark = [

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from slowfast_serve.server.torchserve import REPO
+from tests import REPO
 
 pytestmark = pytest.mark.integration
 

@@ -10,7 +10,7 @@ from importlib import metadata
 
 import pytest
 
-from slowfast_serve.server import REPO
+from tests import REPO
 
 
 def _canonical(name: str) -> str:

@@ -25,13 +25,13 @@ from slowfast_serve.client.keys import read_key
 from slowfast_serve.server.archive import build_archive
 from slowfast_serve.server.kserve import make_layout
 from slowfast_serve.server.torchserve import (
-    REPO,
     free_port,
     free_port_overrides,
     read_properties,
     write_properties,
 )
 from slowfast_serve.training.motion_data import make_video
+from tests import REPO
 from tests.serving import CLI
 
 SPEC = get_spec("motion_demo")

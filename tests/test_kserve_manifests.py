@@ -22,7 +22,7 @@ import jsonschema
 import pytest
 import yaml
 
-from slowfast_serve.server.torchserve import REPO
+from tests import REPO
 
 DEPLOY = REPO / "deploy" / "kserve"
 CRDS = DEPLOY / "crds"

@@ -103,7 +103,7 @@ def test_a_request_over_the_memory_budget_is_refused_before_decoding(monkeypatch
     from handler.models import get_spec
     from handler.pipeline import InferenceOptions, VideoClassifier, request_memory_mb
     from handler.request import VideoRequest
-    from slowfast_serve.server.torchserve import REPO
+    from tests import REPO
 
     spec = get_spec("motion_demo")  # 16 frames over 3.2 s: a 1080p window at 30 fps is 97 frames, ~300 MB of YUV
     options = InferenceOptions(warmup=False, decode_workers=1)

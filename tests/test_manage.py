@@ -10,8 +10,9 @@ from collections.abc import Iterator
 import pytest
 
 from handler.models import get_spec
-from slowfast_serve.server.torchserve import REPO, TorchServe
+from slowfast_serve.server.torchserve import TorchServe
 from slowfast_serve.training.motion_data import make_video
+from tests import REPO
 from tests.serving import CLI, post_video, running_torchserve
 
 pytestmark = pytest.mark.integration

@@ -15,9 +15,10 @@ from handler.models import get_spec
 from slowfast_serve.client.inference import Client
 from slowfast_serve.evaluation import drawn_motion
 from slowfast_serve.evaluation.accuracy import Accuracy, drawn_clips, evaluate
-from slowfast_serve.server.torchserve import REPO, TorchServe
+from slowfast_serve.server.torchserve import TorchServe
 from slowfast_serve.server.weights import find_checkpoint
 from slowfast_serve.training.motion_data import ENCODINGS, make_video
+from tests import REPO
 from tests.serving import CLI, post_video
 
 SPEC = get_spec("motion_demo")

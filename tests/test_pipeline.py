@@ -20,8 +20,8 @@ from handler.pipeline import InferenceOptions, VideoClassifier
 from handler.request import VideoRequest
 from handler.sampling import view_starts
 from handler.settings import inference_options
-from slowfast_serve.server.torchserve import REPO
 from slowfast_serve.training.motion_data import ENCODINGS, MOTION_CLASSES, make_video, render, sample
+from tests import REPO
 from tests.videos import encode, moving_frames
 
 MOTION = get_spec("motion_demo")

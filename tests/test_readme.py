@@ -17,8 +17,8 @@ from handler.persons import DETECTORS
 from handler.pipeline import InferenceOptions
 from handler.request import DEFAULT_TOP_K, DETECTION_OPTIONS, OPTIONS
 from slowfast_serve.cli import COMMANDS
+from tests import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 README = (REPO / "README.md").read_text()
 API = (REPO / "docs" / "api.md").read_text()
 MODELS = (REPO / "docs" / "models.md").read_text()

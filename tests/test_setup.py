@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from slowfast_serve.server.torchserve import REPO
+from tests import REPO
 
 PACKAGES = ("handler", "slowfast_serve", "bench", "tests")
 SCRIPTS = ("scripts/install.sh", "bench/gpu_check.sh", "bench/gpu_wheels.sh")

@@ -26,8 +26,9 @@ from handler.models import get_spec
 from handler.pipeline import InferenceOptions
 from slowfast_serve.load.videos import pedestrians
 from slowfast_serve.server.archive import DetectionBuild, ServingConfig, build_archive
-from slowfast_serve.server.torchserve import REPO, TorchServe, free_port
+from slowfast_serve.server.torchserve import TorchServe, free_port
 from slowfast_serve.web.command import BackgroundPage
+from tests import REPO
 from tests.serving import post_video, running_torchserve
 
 pytestmark = pytest.mark.integration

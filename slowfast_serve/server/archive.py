@@ -34,7 +34,13 @@ import yaml
 
 from handler.checkpoints import archive_checkpoint
 from handler.decode import DecodeLimits
-from handler.detection import DETECTION_MODELS, SERVED_MODELS, DetectionSpec, save_random_detection_checkpoint
+from handler.detection import (
+    DETECTION_MODELS,
+    SERVED_MODELS,
+    DetectionSpec,
+    any_spec,
+    save_random_detection_checkpoint,
+)
 from handler.detection_pipeline import ActionDetector, check_detection_options
 from handler.errors import RequestError
 from handler.export import AUTO_OPENVINO_FILE, SUFFIXES
@@ -44,12 +50,13 @@ from handler.persons import DETECTORS, TORCHVISION_DETECTORS, load_person_detect
 from handler.pipeline import CpuEngine, InferenceOptions, VideoClassifier
 from handler.request import DEFAULT_MAX_BOXES, DEFAULT_TOP_K, parse_views
 from handler.settings import DetectionSettings, HandlerSettings, decode_limits, inference_options
+from slowfast_serve.checkout import WORKSPACE
 from slowfast_serve.cli import UsageError
-from slowfast_serve.server import REPO
+from slowfast_serve.server import HANDLER
 from slowfast_serve.server.export import ExportReport, default_device, export_checkpoint, export_detection_checkpoint
-from slowfast_serve.server.weights import find_person_detector
+from slowfast_serve.server.weights import find_checkpoint, find_person_detector
 
-DEFAULT_STORE = REPO / "model_store"
+DEFAULT_STORE = WORKSPACE / "model_store"
 
 
 @dataclass(frozen=True)
@@ -442,11 +449,11 @@ def package(
     of ``settings.labels`` (the archive's root), ``serialized`` and ``model-config.yaml`` (``serving`` and
     ``settings``)."""
     extra = Path(settings.labels).parent
-    shutil.copytree(REPO / "handler", extra / "handler", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    shutil.copytree(HANDLER, extra / "handler", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     save_labels(labels, settings.labels)
     config = extra.parent / "model-config.yaml"
     config.write_text(yaml.safe_dump({**serving.as_yaml(), "handler": settings.as_yaml_section()}, sort_keys=False))
-    run_archiver(name, REPO / "handler" / "ts_handler.py", serialized, extra, config, model_store, handler_version())
+    run_archiver(name, HANDLER / "ts_handler.py", serialized, extra, config, model_store, handler_version())
 
 
 def _export_record(report: ExportReport | None, serialized: Path, openvino: CpuEngine | None) -> dict:
@@ -484,7 +491,7 @@ def run_archiver(
 def handler_version() -> str:
     """The archive version: the handler package's content hash, so two archives with equal code match."""
     digest = hashlib.sha256()
-    for path in sorted((REPO / "handler").rglob("*.py")):
+    for path in sorted(HANDLER.rglob("*.py")):
         digest.update(path.read_bytes())
     return f"1.0+{digest.hexdigest()[:8]}"
 
@@ -602,11 +609,12 @@ def detection_build(args: argparse.Namespace) -> DetectionBuild | None:
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, choices=SERVED_MODELS, help="registry model name")
-    weights = parser.add_mutually_exclusive_group(required=True)
+    weights = parser.add_mutually_exclusive_group()
     weights.add_argument(
         "--checkpoint",
         type=Path,
-        help="official-format checkpoint (.pyth with 'model_state'), or a toolbox entry's own file as downloaded",
+        help="official-format checkpoint (.pyth with 'model_state'), or a toolbox entry's own file as downloaded "
+        "(default: the bundled one (motion_demo), else the official one from torch.hub's cache, downloaded if needed)",
     )
     weights.add_argument(
         "--random-init", action="store_true", help="random weights, for tests and benchmarks only (marked in responses)"
@@ -651,9 +659,10 @@ def run(args: argparse.Namespace) -> int:
         response_timeout_s=args.response_timeout,
     )
     try:
+        checkpoint = None if args.random_init else args.checkpoint or find_checkpoint(any_spec(args.model))
         archive = build_archive(
             args.model,
-            None if args.random_init else args.checkpoint,
+            checkpoint,
             labels=args.labels,
             name=args.name,
             model_store=args.model_store,

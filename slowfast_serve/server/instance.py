@@ -19,8 +19,8 @@ from handler.detection import DETECTION_MODELS, SERVED_MODELS, any_spec
 from handler.models import RANDOM_INIT
 from handler.pipeline import InferenceOptions
 from handler.request import DEFAULT_TOP_K
+from slowfast_serve.checkout import CHECKOUT, WORKSPACE
 from slowfast_serve.client.keys import renewal_request
-from slowfast_serve.server import REPO
 from slowfast_serve.server.archive import (
     DEFAULT_STORE,
     BuildRecord,
@@ -33,7 +33,7 @@ from slowfast_serve.server.archive import (
     parse_inference,
     parse_limits,
 )
-from slowfast_serve.server.torchserve import ServeError, TorchServe, java_environment
+from slowfast_serve.server.torchserve import DEFAULT_CONFIG, ServeError, TorchServe, java_environment
 from slowfast_serve.server.weights import DownloadError, find_checkpoint
 from slowfast_serve.web.command import (
     DEFAULT_HOST,
@@ -44,7 +44,10 @@ from slowfast_serve.web.command import (
     check_port,
 )
 
-DEFAULT_RUNTIME = REPO / "run"
+DEFAULT_RUNTIME = WORKSPACE / "run"
+# How the printed instructions name the commands: the checkout's own venv and make targets, else the installed ones.
+CLI = ".venv/bin/slowfast-serve" if CHECKOUT else "slowfast-serve"
+STOP = "make stop" if CHECKOUT else "slowfast-serve stop"
 FAILURES = (ServeError, DownloadError, PageError, ValueError, KeyError, OSError)
 
 
@@ -109,7 +112,7 @@ def run_serve(args: argparse.Namespace) -> int:
     java_environment()  # fail before any slow step if TorchServe could not run
     server = TorchServe(args.runtime_dir, args.model_store)
     if server.pid() is not None:
-        raise ServeError(f"TorchServe is already running (pid {server.pid()}); run `make stop` first")
+        raise ServeError(f"TorchServe is already running (pid {server.pid()}); run `{STOP}` first")
     page = BackgroundPage(server.runtime_dir)
     page.stop()  # a page left by a TorchServe that died
     if not args.no_web:
@@ -127,7 +130,11 @@ def run_serve(args: argparse.Namespace) -> int:
         args.calibration,
         detection_build(args),
     )
-    server.start({name: f"{name}.mar"}, overrides={"enable_model_api": "true"} if args.enable_model_api else None)
+    server.start(
+        {name: f"{name}.mar"},
+        base_config=args.config,
+        overrides={"enable_model_api": "true"} if args.enable_model_api else None,
+    )
     print(f"TorchServe started (pid {server.pid()}), loading {name} ...", flush=True)
     try:
         server.wait_ready(name, timeout=args.timeout)
@@ -143,9 +150,7 @@ def run_serve(args: argparse.Namespace) -> int:
         try:
             page_url = page.start(server.inference_url, server.management_url, key_file, args.web_port)
         except PageError as e:  # TorchServe itself serves: say so, and how to start the page alone
-            print(
-                f"WARNING: the web page did not start: {e}\n  retry with: .venv/bin/slowfast-serve web", file=sys.stderr
-            )
+            print(f"WARNING: the web page did not start: {e}\n  retry with: {CLI} web", file=sys.stderr)
     print(
         f"\nServing {name} (weights: {weights}) at {url}\n"
         + (
@@ -154,9 +159,9 @@ def run_serve(args: argparse.Namespace) -> int:
             else ""
         )
         + f"Token: the 'inference' key in {server.key_file} (TorchServe expires it after 60 minutes;\n"
-        "  `.venv/bin/slowfast-serve token` issues a new one).\n\n"
+        f"  `{CLI} token` issues a new one).\n\n"
         + (_detect_help if args.model in DETECTION_MODELS else _classify_help)(name, url, server.key_file)
-        + "Stop: make stop"
+        + f"Stop: {STOP}"
         + (f"\n\nTry it in a browser: open {page_url}" if page_url else "")
     )
     return 0
@@ -169,7 +174,7 @@ def _token_line(key_file: Path) -> str:
 def _classify_help(name: str, url: str, key_file: Path) -> str:
     return (
         "Classify a video:\n"
-        f"  .venv/bin/slowfast-serve classify video.mp4 --model {name}\n"
+        f"  {CLI} classify video.mp4 --model {name}\n"
         + _token_line(key_file)
         + f'  curl -H "Authorization: Bearer $TOKEN" -F data=@video.mp4 -F top_k=5 {url}\n'
         f'  curl -H "Authorization: Bearer $TOKEN" -H "Content-Type: video/mp4" -H "X-Start-Sec: 1.5" '
@@ -180,8 +185,8 @@ def _classify_help(name: str, url: str, key_file: Path) -> str:
 def _detect_help(name: str, url: str, key_file: Path) -> str:
     return (
         "Who does what (AVA actions per person box; docs/detection.md):\n"
-        f"  .venv/bin/slowfast-serve detect video.mp4 --model {name} --boxes '[[10, 20, 200, 400]]'\n"
-        f"  .venv/bin/slowfast-serve detect video.mp4 --model {name} --every 1 --annotate annotated.mp4\n"
+        f"  {CLI} detect video.mp4 --model {name} --boxes '[[10, 20, 200, 400]]'\n"
+        f"  {CLI} detect video.mp4 --model {name} --every 1 --annotate annotated.mp4\n"
         + _token_line(key_file)
         + f'  curl -H "Authorization: Bearer $TOKEN" -F data=@video.mp4 -F keyframe_sec=1.5 '
         f"-F 'boxes=[[10, 20, 200, 400]]' {url}\n"
@@ -242,6 +247,13 @@ def configure_serve(parser: argparse.ArgumentParser) -> None:
     add_setting_arguments(parser)
     add_detection_arguments(parser)
     parser.add_argument("--timeout", type=float, default=600, help="seconds to wait for the model (default: 600)")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=DEFAULT_CONFIG,
+        help="TorchServe properties to start from, e.g. other ports (default: the package's config.properties: "
+        "loopback ports 8080-8082, gRPC 7070-7071)",
+    )
     parser.add_argument(
         "--web-port", type=int, default=DEFAULT_PORT, help="port of the web page (default: %(default)s, loopback only)"
     )

@@ -26,9 +26,9 @@ import requests
 
 from slowfast_serve.client.errors import KeyFileError
 from slowfast_serve.client.keys import read_token
-from slowfast_serve.server import REPO
+from slowfast_serve.server import PACKAGE_DATA
 
-DEFAULT_CONFIG = REPO / "config.properties"
+DEFAULT_CONFIG = PACKAGE_DATA / "config.properties"
 
 
 class ServeError(RuntimeError):

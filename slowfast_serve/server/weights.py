@@ -18,7 +18,7 @@ import torch
 from handler.detection import SERVED_MODELS, DetectionSpec, any_spec
 from handler.models import ModelSpec
 from handler.persons import torchvision_weights_url
-from slowfast_serve.server import REPO
+from slowfast_serve.server import PACKAGE_DATA
 
 
 class DownloadError(RuntimeError):
@@ -41,7 +41,7 @@ def bundled_checkpoint(spec: ModelSpec | DetectionSpec) -> Path | None:
     """The checkpoint committed to this repository for ``spec`` (the offline demo model), if any."""
     if spec.bundled_checkpoint is None:
         return None
-    path = REPO / spec.bundled_checkpoint
+    path = PACKAGE_DATA / spec.bundled_checkpoint
     return path if path.is_file() else None
 
 
