@@ -105,15 +105,23 @@ def archive(
 
 
 @pytest.fixture(scope="session")
-def demo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
-    """A real TorchServe (repository config, free loopback ports) serving the bundled ``motion_demo`` model."""
+def demo_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``motion_demo.mar`` as ``slowfast-serve archive --model motion_demo`` builds it (bundled weights, default
+    settings), built once per session; serve it from its store, or copy it (tests.serving.copy_archive)."""
     from slowfast_serve.server.archive import build_archive
     from tests import REPO
-    from tests.serving import running_torchserve
 
     spec = get_spec("motion_demo")
-    mar = build_archive("motion_demo", REPO / spec.bundled_checkpoint, model_store=tmp_path_factory.mktemp("demo"))
-    with running_torchserve(mar, tmp_path_factory.mktemp("ts")) as instance:
+    return build_archive("motion_demo", REPO / spec.bundled_checkpoint, model_store=tmp_path_factory.mktemp("demo"))
+
+
+@pytest.fixture(scope="session")
+def demo_server(demo_archive: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator:
+    """A real TorchServe (repository config, free loopback ports) serving the bundled ``motion_demo`` model, shared
+    by the modules that only send it requests; a test that kills, scales or reconfigures uses a server of its own."""
+    from tests.serving import running_torchserve
+
+    with running_torchserve(demo_archive, tmp_path_factory.mktemp("ts")) as instance:
         yield instance
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import shutil
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -34,6 +35,18 @@ def running_torchserve(
         yield instance
     finally:
         instance.stop()
+
+
+def copy_archive(mar: Path, store: Path, name: str | None = None) -> Path:
+    """Copies ``mar`` into the model store ``store`` as ``<name>.mar`` (default: its own name), with its build
+    record when the name is kept (the record names the model); returns the copy."""
+    store.mkdir(parents=True, exist_ok=True)
+    name = name or mar.stem
+    copy = Path(shutil.copy(mar, store / f"{name}.mar"))
+    record = mar.with_name(f"{mar.stem}.build.json")
+    if name == mar.stem and record.is_file():
+        shutil.copy(record, store / record.name)
+    return copy
 
 
 def post_video(server: TorchServe, model: str, token: str | None = "auto", **kwargs) -> requests.Response:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import os
 import re
 import subprocess
@@ -22,6 +23,18 @@ EXAMPLES = BLOCKS[BLOCKS.index(next(b for b in BLOCKS if "$KEYS" in b[1])) :]  #
 
 def test_the_examples_are_found() -> None:
     assert [language for language, _ in EXAMPLES] == ["bash", "python", "python"]
+
+
+def test_every_expected_error_fails_the_example_when_it_does_not_come() -> None:
+    """An example that catches the service's error must also fail when the call succeeds (a server accepting junk
+    would pass otherwise): each ``try`` of the Python examples has an ``else`` that raises."""
+    tries = [
+        node for _, code in EXAMPLES if _ == "python" for node in ast.walk(ast.parse(code)) if isinstance(node, ast.Try)
+    ]
+    assert len(tries) == 2
+    for node in tries:
+        assert node.orelse, ast.unparse(node)
+        assert isinstance(node.orelse[-1], ast.Raise), ast.unparse(node)
 
 
 @pytest.mark.parametrize(("language", "code"), EXAMPLES, ids=[language for language, _ in EXAMPLES])

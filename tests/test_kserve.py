@@ -22,7 +22,6 @@ import yaml
 
 from handler.models import get_spec
 from slowfast_serve.client.keys import read_key
-from slowfast_serve.server.archive import build_archive
 from slowfast_serve.server.kserve import make_layout
 from slowfast_serve.server.torchserve import (
     free_port,
@@ -42,10 +41,8 @@ TEST_KEY_MINUTES = "0.1"
 
 
 @pytest.fixture(scope="module")
-def layout(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    store = tmp_path_factory.mktemp("store")
-    build_archive("motion_demo", REPO / SPEC.bundled_checkpoint, model_store=store)
-    return make_layout(["motion_demo"], store, tmp_path_factory.mktemp("kserve") / "motion_demo")
+def layout(demo_archive: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_layout(["motion_demo"], demo_archive.parent, tmp_path_factory.mktemp("kserve") / "motion_demo")
 
 
 @dataclass

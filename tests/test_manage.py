@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from handler.models import get_spec
 from slowfast_serve.server.torchserve import TorchServe
 from slowfast_serve.training.motion_data import make_video
-from tests import REPO
-from tests.serving import CLI, post_video, running_torchserve
+from tests.serving import CLI, copy_archive, post_video, running_torchserve
 
 pytestmark = pytest.mark.integration
 
@@ -25,13 +23,11 @@ def manage(server: TorchServe, command: str, *args: str) -> subprocess.Completed
 
 
 @pytest.fixture(scope="module")
-def open_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TorchServe]:
+def open_server(demo_archive: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TorchServe]:
     """motion_demo on a TorchServe with the model API on (registration allowed from its model store)."""
-    from slowfast_serve.server.archive import build_archive
-
     store = tmp_path_factory.mktemp("store")
-    mar = build_archive("motion_demo", REPO / get_spec("motion_demo").bundled_checkpoint, model_store=store)
-    shutil.copy(mar, store / "second.mar")
+    mar = copy_archive(demo_archive, store)
+    copy_archive(demo_archive, store, "second")
     with running_torchserve(mar, tmp_path_factory.mktemp("ts"), {"enable_model_api": "true"}) as server:
         yield server
 

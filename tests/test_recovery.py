@@ -6,12 +6,14 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import requests
 
 from slowfast_serve.server.torchserve import TorchServe
-from tests.serving import post_video, worker_pids
+from tests.serving import post_video, running_torchserve, worker_pids
 from tests.videos import encode, moving_frames
 
 pytestmark = pytest.mark.integration
@@ -25,17 +27,24 @@ RECOVERY_BOUND_SEC = 60.0
 CLIENT_TIMEOUT_SEC = 30.0
 
 
-def test_a_killed_worker_is_replaced_and_the_service_answers_again(demo_server: TorchServe) -> None:
+@pytest.fixture(scope="module")
+def server(demo_archive: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TorchServe]:
+    """motion_demo on a TorchServe of its own: the test kills its worker (the session's demo_server stays whole)."""
+    with running_torchserve(demo_archive, tmp_path_factory.mktemp("ts")) as instance:
+        yield instance
+
+
+def test_a_killed_worker_is_replaced_and_the_service_answers_again(server: TorchServe) -> None:
     video = encode(moving_frames(60, 96, 128), fps=30)
     upload = {"files": {"data": ("clip.mp4", video)}}
-    (pid,) = worker_pids(demo_server, MODEL)
+    (pid,) = worker_pids(server, MODEL)
     statuses: list[int | str] = []
     stop = threading.Event()
 
     def traffic() -> None:
         while not stop.is_set():
             try:
-                statuses.append(post_video(demo_server, MODEL, **upload, timeout=CLIENT_TIMEOUT_SEC).status_code)
+                statuses.append(post_video(server, MODEL, **upload, timeout=CLIENT_TIMEOUT_SEC).status_code)
             except requests.Timeout:
                 statuses.append("no answer")
 
@@ -46,7 +55,7 @@ def test_a_killed_worker_is_replaced_and_the_service_answers_again(demo_server: 
         time.sleep(2.0)  # requests in flight and queued
         os.kill(pid, signal.SIGKILL)
         killed_at = time.monotonic()
-        while post_video(demo_server, MODEL, **upload).status_code != 200:
+        while post_video(server, MODEL, **upload).status_code != 200:
             assert time.monotonic() - killed_at < RECOVERY_BOUND_SEC, "no answer after the worker was killed"
             time.sleep(0.2)
         recovered_after = time.monotonic() - killed_at
@@ -54,7 +63,7 @@ def test_a_killed_worker_is_replaced_and_the_service_answers_again(demo_server: 
         stop.set()
         for sender in senders:
             sender.join()
-    new_pids = worker_pids(demo_server, MODEL)
+    new_pids = worker_pids(server, MODEL)
     assert pid not in new_pids
     assert len(new_pids) == 1
     assert 200 in statuses
