@@ -26,9 +26,10 @@ import torch
 from bench import REPO
 from bench.stages import timed
 from bench.workloads import machine, publish
+from handler.checkpoints import save_random_checkpoint
 from handler.export import SUFFIXES
 from handler.labels import label_set
-from handler.models import REGISTRY, get_spec, save_random_checkpoint
+from handler.models import REGISTRY, get_spec
 from handler.pipeline import InferenceOptions, VideoClassifier
 from slowfast_serve.server.export import calibration_clips, default_device, example_clips, export_checkpoint
 from slowfast_serve.training.motion_data import write_dataset

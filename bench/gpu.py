@@ -26,8 +26,9 @@ from pathlib import Path
 import torch
 
 from bench.workloads import describe, machine, make_workload, publish
+from handler.checkpoints import save_random_checkpoint
 from handler.labels import label_set
-from handler.models import REGISTRY, get_spec, save_random_checkpoint
+from handler.models import REGISTRY, get_spec
 from handler.pipeline import InferenceOptions, VideoClassifier, cpu_count
 from handler.request import VideoRequest
 

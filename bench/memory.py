@@ -32,7 +32,8 @@ from pathlib import Path
 import requests
 
 from bench.workloads import WORKLOADS, describe, machine, make_workload, publish
-from handler.models import get_spec, save_random_checkpoint
+from handler.checkpoints import save_random_checkpoint
+from handler.models import get_spec
 from slowfast_serve.client.management import worker_metadata
 from slowfast_serve.load.soak import rss_mb, worker_pids
 from slowfast_serve.server.archive import ServingConfig, build_archive, parse_inference

@@ -23,8 +23,9 @@ import torch
 
 from bench.stages import timed
 from bench.workloads import machine, publish
+from handler.checkpoints import save_random_checkpoint
 from handler.labels import label_set
-from handler.models import REGISTRY, get_spec, save_random_checkpoint
+from handler.models import REGISTRY, get_spec
 from handler.pipeline import InferenceOptions, VideoClassifier
 from slowfast_serve.server.archive import cpu_engine
 

@@ -51,8 +51,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bench import REPO
 from bench.workloads import WORKLOADS, describe, machine, make_workload, publish
+from handler.checkpoints import save_random_checkpoint
 from handler.labels import label_set
-from handler.models import get_spec, save_random_checkpoint
+from handler.models import get_spec
 from handler.pipeline import InferenceOptions
 from slowfast_serve.server.archive import ServingConfig, build_archive, parse_inference, run_archiver
 from slowfast_serve.server.torchserve import TorchServe, free_port_overrides

@@ -36,7 +36,8 @@ import torch
 from bench import REPO
 from bench.workloads import WORKLOADS, describe, machine, make_workload, publish
 from handler.labels import label_set
-from handler.models import REGISTRY, build_model, get_spec
+from handler.models import REGISTRY, get_spec
+from handler.networks import build_model
 from handler.pipeline import InferenceOptions, VideoClassifier
 from handler.request import VideoRequest
 from handler.transforms import model_inputs

@@ -26,8 +26,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from handler.checkpoints import load_checkpoint
-from handler.models import MODEL_ZOO, REGISTRY, ModelSpec, Weights
+from handler.checkpoints import Weights, load_checkpoint
+from handler.models import MODEL_ZOO, REGISTRY, ModelSpec
 from handler.transforms import pack_pathways, short_side_size, uniform_temporal_indices
 
 

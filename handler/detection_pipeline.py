@@ -37,7 +37,7 @@ from handler.detection import (
 )
 from handler.errors import RequestError, bad_request
 from handler.export import DetectionRunner, load_detection_openvino
-from handler.models import fold_batch_norms
+from handler.networks import fold_batch_norms
 from handler.persons import PersonDetector, describe
 from handler.pipeline import (
     CpuEngine,

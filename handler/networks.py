@@ -17,8 +17,13 @@ input is packed (:func:`handler.transforms.pack_pathways`), not inside the netwo
 
 from __future__ import annotations
 
+import importlib
+
 from pytorchvideo.models.slowfast import FastToSlowFusionBuilder, create_slowfast
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+from handler.models import ModelSpec
 
 
 def mmaction2_slowfast(
@@ -70,3 +75,52 @@ def mmaction2_slowfast(
         for stage in range(1, 5):  # blocks 1..4 are res2..res5; index 1 of each is the fast pathway
             network.blocks[stage].multipathway_blocks[1] = donor.blocks[stage].multipathway_blocks[1]
     return network.eval()
+
+
+def build_model(spec: ModelSpec, num_classes: int | None = None) -> nn.Module:
+    """Builds ``spec``'s network with freshly initialised weights, on the CPU, in eval mode.
+
+    Args:
+        spec: the registry entry.
+        num_classes: head size; defaults to ``spec.num_classes`` (a fine-tuned checkpoint may differ).
+    """
+    module_name, function_name = spec.builder.split(":")
+    builder = getattr(importlib.import_module(module_name), function_name)
+    kwargs = {spec.num_classes_arg: num_classes or spec.num_classes, **spec.builder_kwargs}
+    if module_name.endswith(".hub"):
+        kwargs["pretrained"] = False
+    return builder(**kwargs).eval()
+
+
+# PyTorchVideo's blocks name a batch norm after the convolution it follows (ResNet bottlenecks, stems, the
+# SlowFast lateral connection, the shortcut branch).
+_CONV_BEFORE_NORM = {
+    "norm": ("conv", "conv_fast_to_slow"),
+    "norm_a": ("conv_a",),
+    "norm_b": ("conv_b",),
+    "norm_c": ("conv_c",),
+    "branch1_norm": ("branch1_conv",),
+}
+
+
+def fold_batch_norms(model: nn.Module) -> int:
+    """Folds every eval-mode batch norm into the convolution before it, in place; returns how many.
+
+    Inference only (the statistics become constants): a convolution and a per-channel affine map compose into
+    one convolution, so the network computes the same function with one memory pass less per block (same
+    outputs up to float32 rounding; slowfast_r50 forward 15% faster on CPU, docs/performance.md).
+    """
+    folded = 0
+    for module in model.modules():
+        for norm_name, conv_names in _CONV_BEFORE_NORM.items():
+            norm = getattr(module, norm_name, None)
+            if not isinstance(norm, nn.modules.batchnorm._BatchNorm) or norm.training:
+                continue
+            for conv_name in conv_names:
+                conv = getattr(module, conv_name, None)
+                if isinstance(conv, nn.modules.conv._ConvNd) and conv.out_channels == norm.num_features:
+                    setattr(module, conv_name, fuse_conv_bn_eval(conv, norm))
+                    setattr(module, norm_name, nn.Identity())
+                    folded += 1
+                    break
+    return folded

@@ -22,7 +22,7 @@ from typing import Protocol
 
 import torch
 
-from handler.checkpoints import read_checkpoint
+from handler.checkpoint_files import read_checkpoint
 
 #: The detectors an archive can carry, and their default score thresholds.
 DETECTORS = {"fasterrcnn_resnet50_fpn": 0.75, "fasterrcnn_resnet50_fpn_v2": 0.75, "hog": 0.5}

@@ -35,7 +35,8 @@ from handler.container import VideoInfo, probe, video_duration
 from handler.decode import DecodeLimits
 from handler.errors import RequestError
 from handler.export import EXPORT_FORMATS, ExportedModel, ExportFormat, load_exported
-from handler.models import ClipSpec, ModelSpec, fold_batch_norms
+from handler.models import ClipSpec, ModelSpec
+from handler.networks import fold_batch_norms
 from handler.request import VideoRequest, format_views
 from handler.sampling import iter_sampled_clips
 from handler.timeline import intervals, part_starts, window_count

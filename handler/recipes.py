@@ -14,7 +14,31 @@ the parity tests (``tests/test_toolbox_parity.py``; the tutorial: ``tests/test_p
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Literal
+
+
+class Toolbox(StrEnum):
+    """A toolbox whose Kinetics checkpoints this project serves, with that toolbox's own test-time preprocessing;
+    also whose key names and tensor layout a checkpoint file has (``ModelSpec.checkpoint_layout``)."""
+
+    PYTORCHVIDEO = "pytorchvideo"
+    MMACTION2 = "mmaction2"
+    PADDLEVIDEO = "paddlevideo"
+    PYSLOWFAST = "pyslowfast"
+
+    @property
+    def title(self) -> str:
+        """The toolbox's name as people write it (``MMAction2``)."""
+        return _TITLES[self]
+
+
+_TITLES = {
+    Toolbox.PYTORCHVIDEO: "PyTorchVideo",
+    Toolbox.MMACTION2: "MMAction2",
+    Toolbox.PADDLEVIDEO: "PaddleVideo",
+    Toolbox.PYSLOWFAST: "PySlowFast",
+}
 
 # How the frames of one clip are chosen (see handler.sampling):
 #   time_window     frames whose timestamps fall in [start, start + clip) (PyTorchVideo's get_clip), sorted by
@@ -50,8 +74,7 @@ class Recipe:
     """One toolbox's test-time preprocessing (the clip's sizes and mean/std live in ``ClipSpec``).
 
     Attributes:
-        name: short key (``pytorchvideo``, ``mmaction2``, ``paddlevideo``, ``pyslowfast``).
-        title: the toolbox's name as people write it (``MMAction2``).
+        name: the toolbox whose pipeline this is.
         toolbox: the code this recipe reproduces, with its version.
         sampler: how a clip's frames are chosen (see :data:`Sampler`).
         resize: the short-side resize (see :data:`Resize`).
@@ -65,8 +88,7 @@ class Recipe:
         multi_view: which protocol ``views=CxK`` reproduces, for the docs.
     """
 
-    name: str
-    title: str
+    name: Toolbox
     toolbox: str
     sampler: Sampler
     resize: Resize
@@ -79,14 +101,18 @@ class Recipe:
     multi_view: str
 
     @property
+    def title(self) -> str:
+        """The toolbox's name as people write it (``MMAction2``)."""
+        return self.name.title
+
+    @property
     def by_index(self) -> bool:
         """Whether clips are placed by decoded-frame index (in decoder output order) rather than by time."""
         return self.sampler in ("frame_interval", "index_linspace")
 
 
 PYTORCHVIDEO = Recipe(
-    name="pytorchvideo",
-    title="PyTorchVideo",
+    name=Toolbox.PYTORCHVIDEO,
     toolbox="PyTorchVideo 0.1.5 hub tutorial (EncodedVideo.get_clip + its Kinetics transform)",
     sampler="time_window",
     resize="torch_bilinear",
@@ -101,8 +127,7 @@ PYTORCHVIDEO = Recipe(
 )
 
 MMACTION2 = Recipe(
-    name="mmaction2",
-    title="MMAction2",
+    name=Toolbox.MMACTION2,
     toolbox="MMAction2 1.2.0 test pipeline (SampleFrames, DecordDecode, Resize, ThreeCrop, ActionDataPreprocessor)",
     sampler="frame_interval",
     resize="cv2_bilinear",
@@ -119,8 +144,7 @@ MMACTION2 = Recipe(
 )
 
 PADDLEVIDEO = Recipe(
-    name="paddlevideo",
-    title="PaddleVideo",
+    name=Toolbox.PADDLEVIDEO,
     toolbox="PaddleVideo (ppvideo 2.3.1) SlowFast test pipeline (DecodeSampler, JitterScale, MultiCrop, "
     "Normalization, PackOutput)",
     sampler="index_linspace",
@@ -137,8 +161,7 @@ PADDLEVIDEO = Recipe(
 )
 
 PYSLOWFAST = Recipe(
-    name="pyslowfast",
-    title="PySlowFast",
+    name=Toolbox.PYSLOWFAST,
     toolbox="PySlowFast 1.0 Kinetics test loader (slowfast/datasets/decoder.py PyAV path, spatial_sampling)",
     sampler="pts_linspace",
     resize="torch_bilinear",

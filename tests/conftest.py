@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 import torch
 
+from handler.checkpoints import save_random_checkpoint
 from handler.labels import label_set
-from handler.models import get_spec, save_random_checkpoint
+from handler.models import get_spec
 from handler.pipeline import VideoClassifier
 from tests.toolboxes.reference import run_reference
 

@@ -41,17 +41,12 @@ import torch
 from PIL import Image
 
 from handler import models
-from handler.checkpoints import (
-    HEAD_WEIGHT,
-    PADDLE_NAME_TABLE,
-    PADDLE_SPLIT_ARRAYS,
-    CheckpointError,
-    describe_checkpoint,
-    load_checkpoint,
-    load_model,
-)
+from handler.checkpoint_files import CheckpointError
+from handler.checkpoint_names import HEAD_WEIGHT, PADDLE_NAME_TABLE, PADDLE_SPLIT_ARRAYS
+from handler.checkpoints import describe_checkpoint, load_checkpoint, load_model, save_random_checkpoint
 from handler.checkpoints import load_weights as load_weights_checked
-from handler.models import TOOLBOX_MODELS, build_model, get_spec, save_random_checkpoint
+from handler.models import TOOLBOX_MODELS, get_spec
+from handler.networks import build_model
 from handler.transforms import model_inputs
 from tests import REPO
 from tests.serving import CLI

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from handler.checkpoints import save_random_checkpoint
 from handler.decode import decode_clip
 from handler.detection import (
     DETECTION_MODELS,
@@ -27,7 +28,7 @@ from handler.detection import (
     top_actions,
 )
 from handler.labels import AVA_ACTIONS, AVA_EVALUATED_IDS, label_set
-from handler.models import get_spec, save_random_checkpoint
+from handler.models import get_spec
 from handler.pipeline import InferenceOptions
 from handler.settings import DetectionSettings, HandlerSettings
 from slowfast_serve.server.archive import DetectionBuild, build_archive

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 import torch
 
-from handler.checkpoints import load_model
+from handler.checkpoints import load_model, save_random_checkpoint
 from handler.labels import MOTION_CLASSES, read_labels
-from handler.models import get_spec, save_random_checkpoint
+from handler.models import get_spec
 from handler.pipeline import VideoClassifier
 from handler.transforms import preprocess_frames
 from slowfast_serve import cli

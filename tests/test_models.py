@@ -8,17 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from handler.checkpoints import load_checkpoint, load_model
-from handler.models import (
-    MODEL_ZOO,
-    RANDOM_INIT,
-    REGISTRY,
-    ClipSpec,
-    build_model,
-    fold_batch_norms,
-    get_spec,
-    save_random_checkpoint,
-)
+from handler.checkpoints import load_checkpoint, load_model, save_random_checkpoint
+from handler.models import MODEL_ZOO, RANDOM_INIT, REGISTRY, ClipSpec, get_spec
+from handler.networks import build_model, fold_batch_norms
 from handler.transforms import model_inputs
 
 EXPECTED = {

@@ -44,8 +44,10 @@ import numpy as np
 import pytest
 import torch
 
-from handler.checkpoints import HEAD_WEIGHT, fast_width, load_model
-from handler.models import TOOLBOX_MODELS, ModelSpec, build_model, get_spec
+from handler.checkpoint_names import HEAD_WEIGHT, fast_width
+from handler.checkpoints import load_model
+from handler.models import TOOLBOX_MODELS, ModelSpec, get_spec
+from handler.networks import build_model
 from handler.recipes import SlowFrames
 from handler.transforms import model_inputs, pack_pathways
 from tests.conftest import ToolboxCheckpoints

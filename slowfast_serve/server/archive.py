@@ -32,7 +32,7 @@ from typing import Any
 import torch
 import yaml
 
-from handler.checkpoints import archive_checkpoint
+from handler.checkpoints import archive_checkpoint, save_random_checkpoint
 from handler.decode import DecodeLimits
 from handler.detection import (
     DETECTION_MODELS,
@@ -45,7 +45,7 @@ from handler.detection_pipeline import ActionDetector, check_detection_options
 from handler.errors import RequestError
 from handler.export import AUTO_OPENVINO_FILE, SUFFIXES
 from handler.labels import label_set, read_labels, save_labels
-from handler.models import RANDOM_INIT, ModelSpec, get_spec, save_random_checkpoint
+from handler.models import RANDOM_INIT, ModelSpec, get_spec
 from handler.persons import DETECTORS, TORCHVISION_DETECTORS, load_person_detector, save_random_person_detector
 from handler.pipeline import CpuEngine, InferenceOptions, VideoClassifier
 from handler.request import DEFAULT_MAX_BOXES, DEFAULT_TOP_K, parse_views

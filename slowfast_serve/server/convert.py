@@ -18,7 +18,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from handler.checkpoints import CheckpointError, convert_checkpoint, describe_checkpoint
+from handler.checkpoint_files import CheckpointError
+from handler.checkpoints import convert_checkpoint, describe_checkpoint
 from handler.models import REGISTRY, get_spec
 from slowfast_serve.cli import UsageError
 

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from handler.checkpoints import save_random_checkpoint
 from handler.detection import DetectionSpec, KeyframeClip, rois
 from handler.detection_pipeline import ActionDetector
 from handler.errors import RequestError
@@ -36,7 +37,7 @@ from handler.export import (
     load_detection_openvino,
 )
 from handler.labels import label_set, read_labels
-from handler.models import REGISTRY, ModelSpec, get_spec, save_random_checkpoint
+from handler.models import REGISTRY, ModelSpec, get_spec
 from handler.pipeline import InferenceOptions, VideoClassifier
 from handler.request import VideoRequest
 from handler.transforms import model_inputs, pack_pathways

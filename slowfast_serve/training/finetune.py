@@ -36,7 +36,8 @@ from handler.container import probe
 from handler.decode import decode_model_clip
 from handler.errors import RequestError
 from handler.labels import save_labels
-from handler.models import REGISTRY, ClipSpec, ModelSpec, build_model, get_spec
+from handler.models import REGISTRY, ClipSpec, ModelSpec, get_spec
+from handler.networks import build_model
 from handler.transforms import model_inputs, preprocess_frames
 
 VIDEO_SUFFIXES = {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".flv", ".ogv", ".gif"}
