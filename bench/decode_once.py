@@ -37,7 +37,9 @@ import torch
 
 from bench.workloads import WORKLOADS, describe, machine, make_workload, publish
 from handler.container import probe, stream_timing, video_duration
-from handler.decode import DecodedClip, count_packets, decode_clip, iter_clips
+from handler.decode import decode_clip, iter_clips
+from handler.decode_indexed import count_packets
+from handler.frames import DecodedClip
 from handler.models import get_spec
 from handler.sampling import view_starts
 from handler.timeline import timeline_starts

@@ -30,7 +30,7 @@ import psutil
 
 from bench import REPO
 from bench.workloads import machine, publish
-from handler.decode import DecodeLimits
+from handler.decode_limits import DecodeLimits
 from handler.models import get_spec
 from slowfast_serve.client import Client
 from slowfast_serve.client.cutting import index_source

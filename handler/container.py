@@ -61,7 +61,7 @@ class StreamTiming:
     fps: float | None
 
     def pts(self, seconds: float) -> int:
-        """The pts ``seconds`` after the stream start, rounded up as :func:`decode_clip` rounds a window start."""
+        """The pts ``seconds`` after the stream start, rounded up as :func:`handler.decode.decode_clip` rounds a window start."""
         return math.ceil(seconds / self.time_base) + self.start_time
 
     def seconds(self, pts: float) -> float:
@@ -92,7 +92,7 @@ def probe(data: Source) -> VideoInfo:
     """The video stream's metadata, read from the container header without decoding frames.
 
     Raises:
-        RequestError: 400 as :func:`decode_clip` for empty, unreadable or video-less files.
+        RequestError: 400 as :func:`handler.decode.decode_clip` for empty, unreadable or video-less files.
     """
     with open_video(data) as container:
         return video_info(container, container.streams.video[0])

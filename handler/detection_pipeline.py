@@ -24,7 +24,8 @@ from typing import Any
 import torch
 
 from handler.container import VideoInfo, probe, video_duration
-from handler.decode import DecodeLimits, iter_clips
+from handler.decode import iter_clips
+from handler.decode_limits import DecodeLimits
 from handler.detection import (
     DetectionSpec,
     KeyframeClip,

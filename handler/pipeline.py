@@ -32,7 +32,7 @@ import torch
 
 from handler.checkpoints import load_model
 from handler.container import VideoInfo, probe, video_duration
-from handler.decode import DecodeLimits
+from handler.decode_limits import DecodeLimits
 from handler.errors import RequestError
 from handler.export import EXPORT_FORMATS, ExportedModel, ExportFormat, load_exported
 from handler.models import ClipSpec, ModelSpec

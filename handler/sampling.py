@@ -27,17 +27,11 @@ import numpy as np
 import torch
 
 from handler.container import StreamTiming, stream_timing, video_duration
-from handler.decode import (
-    DecodedClip,
-    DecodeLimits,
-    FrameReducer,
-    IndexedView,
-    count_packets,
-    decode_indexed_clips,
-    decode_pts_clips,
-    iter_clips,
-)
+from handler.decode import decode_pts_clips, iter_clips
+from handler.decode_indexed import IndexedView, count_packets, decode_indexed_clips
+from handler.decode_limits import DecodeLimits
 from handler.errors import RequestError, bad_request
+from handler.frames import DecodedClip, FrameReducer
 from handler.models import ClipSpec
 
 

@@ -7,7 +7,7 @@ Example (written by ``slowfast-serve archive``)::
       labels: labels.json        # class names shipped in the archive
       top_k: 5                   # default number of classes per response
       views: 1x1                 # default views per request (clips x crops, averaged), e.g. 10x3
-      limits:                    # per-request decoding bounds (handler.decode.DecodeLimits; defaults if absent)
+      limits:                    # per-request decoding bounds (handler.decode_limits.DecodeLimits; defaults if absent)
         max_frame_pixels: 9437184
         max_decoded_frames: 3000
         max_decode_seconds: 20.0
@@ -42,7 +42,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from handler.decode import DecodeLimits
+from handler.decode_limits import DecodeLimits
 from handler.errors import RequestError
 from handler.persons import DETECTORS, TORCHVISION_DETECTORS
 from handler.pipeline import CpuEngine, InferenceOptions

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from handler import models
-from handler.decode import DecodeLimits
+from handler.decode_limits import DecodeLimits
 from handler.pipeline import InferenceOptions
 from slowfast_serve import cli
 from slowfast_serve.client.keys import find_key_file

@@ -12,6 +12,7 @@ import pytest
 import handler.decode as decode_module
 from handler.decode import decode_clip
 from handler.errors import RequestError
+from handler.frames import to_rgb
 from handler.transforms import uniform_temporal_indices
 from tests.videos import (
     LOSSLESS,
@@ -134,7 +135,7 @@ def test_a_seek_that_overshoots_falls_back_to_decoding_from_the_start(
 def test_a_resolution_change_inside_the_clip_is_scaled_to_the_first_frame() -> None:
     small = av.VideoFrame.from_ndarray(indexed_frames(1, 24, 32)[0], format="rgb24")
     large = av.VideoFrame.from_ndarray(indexed_frames(2, 48, 64)[1], format="rgb24")
-    rgb, _ = decode_module._to_rgb([small, large, small], uniform_temporal_indices(3, 4))
+    rgb, _ = to_rgb([small, large, small], uniform_temporal_indices(3, 4))
     assert [tuple(f.shape) for f in rgb] == [(24, 32, 3)] * 4
     assert rgb[0] is rgb[1]  # a repeated frame is converted once
     assert [frame_index(f.numpy()) for f in rgb] == [0, 0, 1, 0]

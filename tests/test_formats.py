@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 
 from handler.container import probe
-from handler.decode import count_packets, decode_clip
+from handler.decode import decode_clip
+from handler.decode_indexed import count_packets
 
 FFMPEG = shutil.which("ffmpeg")
 CLIP_SEC = 64 / 30

@@ -20,8 +20,10 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from handler.decode import DecodedClip, DecodeLimits, decode_clip
+from handler.decode import decode_clip
+from handler.decode_limits import DecodeLimits
 from handler.errors import RequestError
+from handler.frames import DecodedClip
 from handler.models import get_spec
 from handler.transforms import preprocess_frames
 from tests.videos import encode, moving_frames

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from handler.container import probe
-from handler.decode import DecodeLimits, decode_clip
+from handler.decode import decode_clip
+from handler.decode_limits import DecodeLimits
 from handler.errors import RequestError
 from handler.settings import decode_limits
 from tests.videos import LOSSLESS, encode, frame_index, indexed_frames, moving_frames

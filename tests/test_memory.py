@@ -11,7 +11,7 @@ import psutil
 import pytest
 
 from handler.container import probe
-from handler.decode import DecodeLimits
+from handler.decode_limits import DecodeLimits
 from handler.models import get_spec
 from handler.pipeline import cpu_count, request_memory_mb
 from slowfast_serve.server.torchserve import TorchServe

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from handler.decode import DecodeLimits
+from handler.decode_limits import DecodeLimits
 from handler.errors import RequestError
 from handler.labels import label_set
 from handler.models import get_spec

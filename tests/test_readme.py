@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from handler.decode import DecodeLimits
+from handler.decode_limits import DecodeLimits
 from handler.detection import DETECTION_MODELS
 from handler.models import REGISTRY, TOOLBOX_MODELS, ModelSpec
 from handler.persons import DETECTORS

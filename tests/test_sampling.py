@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from handler.container import stream_timing
-from handler.decode import count_packets
+from handler.decode_indexed import count_packets
 from handler.errors import RequestError
 from handler.models import get_spec
 from handler.sampling import (

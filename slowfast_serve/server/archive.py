@@ -33,7 +33,7 @@ import torch
 import yaml
 
 from handler.checkpoints import archive_checkpoint, save_random_checkpoint
-from handler.decode import DecodeLimits
+from handler.decode_limits import DecodeLimits
 from handler.detection import (
     DETECTION_MODELS,
     SERVED_MODELS,

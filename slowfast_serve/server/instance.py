@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from handler.decode import DecodeLimits
+from handler.decode_limits import DecodeLimits
 from handler.detection import DETECTION_MODELS, SERVED_MODELS, any_spec
 from handler.models import RANDOM_INIT
 from handler.pipeline import InferenceOptions
