@@ -47,6 +47,7 @@ from handler.checkpoints import describe_checkpoint, load_checkpoint, load_model
 from handler.checkpoints import load_weights as load_weights_checked
 from handler.models import TOOLBOX_MODELS, get_spec
 from handler.networks import build_model
+from handler.pipeline import InferenceOptions
 from handler.transforms import model_inputs
 from tests import REPO
 from tests.serving import CLI
@@ -716,7 +717,8 @@ def test_archive_ships_the_converted_file_and_names_the_original(
     state = labelled_state(name)
     native = WRITERS[form](state, tmp_path / filename)
     store = tmp_path / "store"
-    archive = build_archive(name, native, model_store=store)
+    # The checkpoint alone (export=eager): an OpenVINO export beside it is test_openvino's, and takes a minute here.
+    archive = build_archive(name, native, model_store=store, inference=InferenceOptions(export="eager"))
     with zipfile.ZipFile(archive) as mar:
         serialized = json.loads(mar.read("MAR-INF/MANIFEST.json"))["model"]["serializedFile"]
         assert serialized == f"{name}.pyth"
