@@ -37,6 +37,7 @@ import numpy as np
 import pytest
 
 from handler.models import get_spec
+from handler.pipeline import InferenceOptions
 from tests.conftest import ToolboxCheckpoints
 from tests.toolboxes.reference import CONFIGS, run_reference
 from tests.videos import moving_frames
@@ -101,13 +102,20 @@ def native_checkpoints(toolbox_checkpoint: ToolboxCheckpoints, request: pytest.F
 
 @pytest.fixture(scope="module")
 def server(native_checkpoints: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator:
-    """A real TorchServe serving each entry from the toolbox's own file, as written (converted at build time)."""
+    """A real TorchServe serving each entry from the toolbox's own file, as written (converted at build time), with
+    the eager engine: the default CPU engine, OpenVINO, is checked against eager when each archive is built (an
+    archive that fails the check serves eager) and in tests/test_openvino.py; exporting these three full-size
+    networks here took about 150 s."""
     from slowfast_serve.server.archive import ServingConfig, build_archive
     from tests.serving import running_torchserve
 
     store = tmp_path_factory.mktemp("toolbox-store")
     serving = ServingConfig(batch_size=1, response_timeout_s=900)
-    mars = [build_archive(name, path, model_store=store, serving=serving) for name, path in native_checkpoints.items()]
+    eager = InferenceOptions(export="eager")
+    mars = [
+        build_archive(name, path, model_store=store, serving=serving, inference=eager)
+        for name, path in native_checkpoints.items()
+    ]
     with running_torchserve(mars, tmp_path_factory.mktemp("ts")) as instance:
         yield instance
 
