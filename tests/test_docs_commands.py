@@ -24,11 +24,12 @@ from pathlib import Path
 
 import pytest
 
-from handler.models import get_spec
+from handler.pipeline import InferenceOptions
 from slowfast_serve import cli
 from slowfast_serve.server.torchserve import TorchServe, read_properties
 from slowfast_serve.training.motion_data import make_video
 from tests import REPO
+from tests.serving import copy_archive
 
 DOCS = [REPO / "README.md", REPO / "CONTRIBUTING.md", *sorted((REPO / "docs").glob("*.md"))]
 SERVED = ("motion_demo", "slowfast_r50", "slow_r50_detection")  # the first two serve the demo archive
@@ -187,20 +188,21 @@ def _default_addresses() -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def docs_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TorchServe]:
+def docs_server(demo_archive: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TorchServe]:
     """motion_demo served as motion_demo and slowfast_r50 on the default ports, the model API on; its archive
     also in the checkout's model_store/ (as `make archive MODEL=motion_demo` leaves it, for the kserve example).
-    Beside them, slow_r50_detection with random weights and the HOG people detector (docs/detection.md)."""
-    from slowfast_serve.server.archive import DetectionBuild, build_archive
+    Beside them, slow_r50_detection with random weights and the HOG people detector (docs/detection.md; eager:
+    which engine serves it changes no command)."""
+    from slowfast_serve.server.archive import DEFAULT_STORE, DetectionBuild, build_archive
 
     if not _ports_free():
         pytest.skip("the documented commands use the default ports, which are in use here (make stop first)")
-    checkpoint = REPO / get_spec("motion_demo").bundled_checkpoint
-    build_archive("motion_demo", checkpoint)  # model_store/motion_demo.mar
+    copy_archive(demo_archive, DEFAULT_STORE)  # model_store/motion_demo.mar, with its build record
     store = tmp_path_factory.mktemp("store")
-    mar = build_archive("motion_demo", checkpoint, model_store=store)
-    shutil.copy(mar, store / "slowfast_r50.mar")
-    build_archive(DETECTION, None, model_store=store, detection=DetectionBuild(detector="hog"))
+    copy_archive(demo_archive, store)
+    copy_archive(demo_archive, store, "slowfast_r50")
+    eager = InferenceOptions(export="eager")
+    build_archive(DETECTION, None, model_store=store, inference=eager, detection=DetectionBuild(detector="hog"))
     server = TorchServe(tmp_path_factory.mktemp("ts"), store)
     server.start({name: f"{name}.mar" for name in SERVED}, overrides={"enable_model_api": "true"})
     try:
