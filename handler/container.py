@@ -61,7 +61,8 @@ class StreamTiming:
     fps: float | None
 
     def pts(self, seconds: float) -> int:
-        """The pts ``seconds`` after the stream start, rounded up as :func:`handler.decode.decode_clip` rounds a window start."""
+        """The pts ``seconds`` after the stream start, rounded up as :func:`handler.decode.decode_clip` rounds a
+        window start."""
         return math.ceil(seconds / self.time_base) + self.start_time
 
     def seconds(self, pts: float) -> float:

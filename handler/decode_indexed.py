@@ -76,7 +76,8 @@ def decode_indexed_clips(
         reduce: as :func:`handler.decode.decode_clip`.
 
     Raises:
-        RequestError: as :func:`handler.decode.decode_clip`; ``ClipOutOfRange`` when an ``anchor_sec`` is past the last frame.
+        RequestError: as :func:`handler.decode.decode_clip`; ``ClipOutOfRange`` when an ``anchor_sec`` is past the
+            last frame.
     """
     budget = Budget(limits or DecodeLimits(), threads)
     timing = stream_timing(data)
