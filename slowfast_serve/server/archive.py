@@ -38,7 +38,6 @@ from handler.detection import (
     DETECTION_MODELS,
     SERVED_MODELS,
     DetectionSpec,
-    any_spec,
     save_random_detection_checkpoint,
 )
 from handler.detection_pipeline import ActionDetector, check_detection_options
@@ -54,7 +53,7 @@ from slowfast_serve.checkout import WORKSPACE
 from slowfast_serve.cli import UsageError
 from slowfast_serve.server import HANDLER
 from slowfast_serve.server.export import ExportReport, default_device, export_checkpoint, export_detection_checkpoint
-from slowfast_serve.server.weights import find_checkpoint, find_person_detector
+from slowfast_serve.server.weights import find_person_detector, model_checkpoint
 
 DEFAULT_STORE = WORKSPACE / "model_store"
 
@@ -659,7 +658,7 @@ def run(args: argparse.Namespace) -> int:
         response_timeout_s=args.response_timeout,
     )
     try:
-        checkpoint = None if args.random_init else args.checkpoint or find_checkpoint(any_spec(args.model))
+        checkpoint = None if args.random_init else model_checkpoint(args.model, args.checkpoint)
         archive = build_archive(
             args.model,
             checkpoint,

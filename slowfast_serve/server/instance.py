@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from handler.decode_limits import DecodeLimits
-from handler.detection import DETECTION_MODELS, SERVED_MODELS, any_spec
+from handler.detection import DETECTION_MODELS, SERVED_MODELS
 from handler.models import RANDOM_INIT
 from handler.pipeline import InferenceOptions
 from handler.request import DEFAULT_TOP_K
@@ -34,7 +34,7 @@ from slowfast_serve.server.archive import (
     parse_limits,
 )
 from slowfast_serve.server.torchserve import DEFAULT_CONFIG, ServeError, TorchServe, java_environment
-from slowfast_serve.server.weights import DownloadError, find_checkpoint
+from slowfast_serve.server.weights import DownloadError, model_checkpoint
 from slowfast_serve.web.command import (
     DEFAULT_HOST,
     DEFAULT_PORT,
@@ -70,7 +70,7 @@ def ensure_archive(
     if random_init:
         wanted_checkpoint = RANDOM_INIT
     else:
-        checkpoint = checkpoint or find_checkpoint(any_spec(model))
+        checkpoint = model_checkpoint(model, checkpoint)
         wanted_checkpoint = str(checkpoint.resolve())
     archive = model_store / f"{name}.mar"
     record = BuildRecord.load(name, model_store)

@@ -50,6 +50,11 @@ def find_checkpoint(spec: ModelSpec | DetectionSpec, *, timeout: float = 15.0) -
     return bundled_checkpoint(spec) or download_checkpoint(spec, timeout=timeout)
 
 
+def model_checkpoint(model: str, given: Path | None = None, *, timeout: float = 15.0) -> Path:
+    """The weights to serve registry ``model`` with: ``given``, else :func:`find_checkpoint`'s."""
+    return given or find_checkpoint(any_spec(model), timeout=timeout)
+
+
 def download_checkpoint(spec: ModelSpec | DetectionSpec, *, timeout: float = 15.0) -> Path:
     """Returns the cached checkpoint of ``spec``, downloading it first if needed.
 
@@ -121,7 +126,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        print(find_checkpoint(any_spec(args.model), timeout=args.timeout))
+        print(model_checkpoint(args.model, timeout=args.timeout))
     except DownloadError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
