@@ -41,7 +41,7 @@ def bundled_checkpoint(spec: ModelSpec | DetectionSpec) -> Path | None:
     """The checkpoint committed to this repository for ``spec`` (the offline demo model), if any."""
     if spec.bundled_checkpoint is None:
         return None
-    path = PACKAGE_DATA / spec.bundled_checkpoint
+    path = (PACKAGE_DATA / spec.bundled_checkpoint).resolve()  # in a checkout: the repository's models/
     return path if path.is_file() else None
 
 
